@@ -1,0 +1,5 @@
+"""`python -m heap_dbt` runs the command line."""
+
+from heap_dbt.cli import main
+
+main()

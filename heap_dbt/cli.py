@@ -1,0 +1,196 @@
+"""The ``heap-dbt`` command line: parse flags, call the engine, print, exit with dbt's codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from heap_dbt import __version__
+from heap_dbt.errors import HeapDbtError
+
+app = typer.Typer(
+    help="Sync dbt models to Heap (users, accounts, events).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold the app_id or tokens
+    add_completion=False,
+)
+
+ProjectDir = Annotated[
+    Path | None, typer.Option(help="dbt project dir (default: DBT_PROJECT_DIR or the current dir).")
+]
+ProfilesDir = Annotated[
+    Path | None,
+    typer.Option(help="Where profiles.yml is (default: DBT_PROFILES_DIR, dbt's last run, the project dir, ~/.dbt)."),
+]
+TargetOpt = Annotated[str | None, typer.Option(help="dbt target (default: dbt's last run, then the profile's).")]
+TargetPath = Annotated[
+    Path | None, typer.Option(help="dbt's target path, where manifest.json is (default: target).")
+]
+Select = Annotated[
+    list[str] | None,
+    typer.Option("--select", "-s", help="Models to sync: name, tag:x, path:p, fqn:x, +model+ (dbt syntax)."),
+]
+Exclude = Annotated[list[str] | None, typer.Option(help="Models to leave out (same syntax as --select).")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+
+
+def _fail(exc: BaseException, *, debug: bool) -> None:
+    if debug:
+        raise exc
+    typer.echo(f"Error: {exc}", err=True)
+    raise typer.Exit(code=getattr(exc, "exit_code", 2))
+
+
+def _progress_bar(enabled: bool) -> Any:
+    """A rich progress bar on stderr when it is a terminal, else None."""
+    if not enabled:
+        return None
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        return None
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@app.command()
+def sync(
+    project_dir: ProjectDir = None,
+    profiles_dir: ProfilesDir = None,
+    target: TargetOpt = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    app_id: Annotated[
+        str | None, typer.Option(help="Heap environment ID (default: HEAP_APP_ID).", show_default=False)
+    ] = None,
+    region: Annotated[str, typer.Option(help="Heap data center: us or eu (HEAP_BASE_URL overrides).")] = "us",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight.")] = 8,
+    events_per_minute: Annotated[
+        int, typer.Option(min=0, help="Event rate limit per app_id (Heap: 15,000; 0 = no limit).")
+    ] = 15_000,
+    events_per_identity_per_minute: Annotated[
+        int, typer.Option(min=0, help="Event rate limit per identity (Heap: 1,000; 0 = no limit).")
+    ] = 1_000,
+    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per request on 429, 5xx or network errors.")] = 6,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each response.")] = 30.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read, validate and build payloads; send nothing.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Send the rows of every model with `meta.heap` to Heap."""
+    from heap_dbt.engine import SyncOptions, run_sync
+
+    options = SyncOptions(
+        project_dir=project_dir,
+        profiles_dir=profiles_dir,
+        target=target,
+        target_path=target_path,
+        select=select,
+        exclude=exclude,
+        app_id=app_id,
+        region=region,
+        concurrency=concurrency,
+        events_per_minute=events_per_minute,
+        events_per_identity_per_minute=events_per_identity_per_minute,
+        max_attempts=max_attempts,
+        timeout=timeout,
+        dry_run=dry_run,
+        env=dict(os.environ),
+    )
+    bar = _progress_bar(not json_output)
+    tasks: dict[str, Any] = {}
+
+    def progress(label: str, rows: int, total: int | None) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+        bar.advance(tasks[label], rows)
+
+    try:
+        if bar is not None:
+            with bar:
+                report = run_sync(options, progress=progress)
+        else:
+            report = run_sync(options)
+    except HeapDbtError as exc:
+        _fail(exc, debug=debug)
+        return
+    for warning in report.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
+    if json_output:
+        sys.stdout.buffer.write(report.to_json() + b"\n")
+    else:
+        report.render(sys.stdout)
+    raise typer.Exit(code=report.exit_code)
+
+
+@app.command("ls")
+def list_syncs(
+    project_dir: ProjectDir = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    debug: Debug = False,
+) -> None:
+    """List the syncs declared in the manifest (model, object, key, properties)."""
+    from heap_dbt.engine import SyncOptions, plan_specs
+
+    options = SyncOptions(
+        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude, env=dict(os.environ)
+    )
+    try:
+        _, _, specs, problems = plan_specs(options)
+    except HeapDbtError as exc:
+        _fail(exc, debug=debug)
+        return
+    rows = [
+        {
+            "model": s.model.name,
+            "meta_path": s.meta_path,
+            "object": s.object,
+            "key": s.key,
+            "properties": s.fields if s.fields is not None else "all other columns",
+            **({"identity": s.identity} if s.identity else {}),
+            **({"event_name": s.event_name} if s.event_name else {}),
+            **({"event_name_column": s.event_name_column} if s.event_name_column else {}),
+            **({"timestamp": s.timestamp} if s.timestamp else {}),
+        }
+        for s in specs
+    ]
+    if json_output:
+        import msgspec
+
+        sys.stdout.buffer.write(msgspec.json.encode({"syncs": rows, "problems": problems}) + b"\n")
+    else:
+        for r in rows:
+            props = r["properties"]
+            shown = ", ".join(f"{k}<-{v}" if k != v else k for k, v in props.items()) if isinstance(props, dict) else props
+            typer.echo(f"{r['model']:<24} {r['object']:<8} key={r['key']:<16} {shown}")
+        if not rows:
+            typer.echo("No model in the manifest declares `meta.heap`.")
+        for p in problems:
+            typer.echo(f"Problem: {p}", err=True)
+    raise typer.Exit(code=2 if problems else 0)
+
+
+@app.command()
+def version() -> None:
+    """Print heap-dbt's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

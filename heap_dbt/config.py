@@ -1,0 +1,255 @@
+"""The ``config.meta.heap`` schema: parse each block into a SyncSpec and report every problem.
+
+Validation runs in two passes. ``parse_specs`` checks what the manifest alone can tell
+(objects, options, names); ``resolve_columns`` checks the spec against the model's real
+columns. Both collect problems instead of stopping at the first, so a user fixes them all
+in one go.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from heap_dbt.manifest import ModelNode
+
+ObjectType = Literal["user", "account", "event"]
+OBJECTS: tuple[ObjectType, ...] = ("user", "account", "event")
+DEFAULT_BEHAVIOR = {"user": "update_or_create", "account": "update_or_create", "event": "append"}
+KEY_NAMES = {"user": "Identity", "account": "Account ID", "event": "Insert ID"}
+MAX_PROPERTY_NAME = 1023  # Heap: "fewer than 1024 characters"
+
+_COMMON_OPTIONS = {"object", "key", "fields", "behavior", "app_id", "truncate"}
+_EVENT_OPTIONS = {"identity", "event_name", "event_name_column", "timestamp"}
+
+
+@dataclass(frozen=True)
+class SyncSpec:
+    """One declared sync: a model feeding one Heap object."""
+
+    model: ModelNode
+    meta_path: str
+    object: ObjectType
+    key: str
+    fields: dict[str, str] | None = None
+    identity: str | None = None
+    event_name: str | None = None
+    event_name_column: str | None = None
+    timestamp: str | None = None
+    behavior: str = "update_or_create"
+    app_id: str | None = None
+    truncate: bool = False
+    properties: dict[str, str] = field(default_factory=dict)
+    """Heap property name -> column, filled in by ``resolve_columns``."""
+
+    @property
+    def label(self) -> str:
+        """How messages and reports name this sync: ``model`` or ``model[1]``."""
+        suffix = self.meta_path.removeprefix("config.meta.heap")
+        return f"{self.model.name}{suffix}"
+
+    def sync_id(self, app_id: str) -> str:
+        """A stable identity from model, object, key column and app_id.
+
+        Two syncs never share state by accident, and the app_id is hashed, not stored.
+        """
+        raw = "\x1f".join([self.model.unique_id, self.object, self.key, app_id])
+        return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def reserved_columns(self) -> set[str]:
+        """Columns that carry the key or event fields rather than properties."""
+        cols = {self.key}
+        for col in (self.identity, self.event_name_column, self.timestamp):
+            if col:
+                cols.add(col)
+        return cols
+
+
+def _where(model: ModelNode, path: str) -> str:
+    return f"model {model.name} ({path})"
+
+
+def _check_property_name(name: str, where: str, problems: list[str]) -> None:
+    if not name:
+        problems.append(f"{where}: a property name is empty.")
+    elif name.lower() == "id":
+        problems.append(
+            f"{where}: property {name!r} is reserved by Heap (any casing of 'id'); "
+            "rename it in `fields`."
+        )
+    elif len(name) > MAX_PROPERTY_NAME:
+        problems.append(
+            f"{where}: property name {name[:40]!r}... is {len(name)} characters; Heap "
+            f"accepts at most {MAX_PROPERTY_NAME}."
+        )
+
+
+def _parse_block(
+    model: ModelNode, block: Any, path: str, problems: list[str]
+) -> SyncSpec | None:
+    where = _where(model, path)
+    if not isinstance(block, dict):
+        problems.append(f"{where}: expected a mapping with at least `object` and `key`.")
+        return None
+    found = len(problems)
+    obj_raw = block.get("object")
+    obj = str(obj_raw).strip().lower() if obj_raw is not None else None
+    if obj is None:
+        problems.append(f"{where}.object: missing; set it to user, account or event.")
+    elif obj not in OBJECTS:
+        problems.append(
+            f"{where}.object: unknown object {obj_raw!r}; use user, account or event."
+        )
+    allowed = _COMMON_OPTIONS | (_EVENT_OPTIONS if obj == "event" else set())
+    for option in block:
+        if option not in allowed:
+            hint = (
+                " (event options only apply to `object: event`)"
+                if option in _EVENT_OPTIONS
+                else ""
+            )
+            problems.append(
+                f"{where}.{option}: unknown option{hint}; allowed: {', '.join(sorted(allowed))}."
+            )
+    key = block.get("key")
+    if not key or not isinstance(key, str):
+        what = KEY_NAMES.get(obj or "", "sync key")
+        problems.append(f"{where}.key: missing; name the column that holds the {what}.")
+    fields = block.get("fields")
+    parsed_fields: dict[str, str] | None = None
+    if fields is not None:
+        if isinstance(fields, list) and all(isinstance(c, str) for c in fields):
+            parsed_fields = {c: c for c in fields}
+        elif isinstance(fields, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in fields.items()
+        ):
+            parsed_fields = dict(fields)
+        else:
+            problems.append(
+                f"{where}.fields: expected a mapping of Heap property -> column name."
+            )
+        for prop in parsed_fields or {}:
+            _check_property_name(prop, f"{where}.fields", problems)
+    behavior = block.get("behavior")
+    default_behavior = DEFAULT_BEHAVIOR.get(obj or "", "")
+    if behavior is not None and str(behavior).lower() != default_behavior:
+        problems.append(
+            f"{where}.behavior: {behavior!r} is not supported for {obj or 'this object'}; "
+            f"the only behavior is {default_behavior or 'set by the object'} (omit it)."
+        )
+    app_id = block.get("app_id")
+    if app_id is not None and (not isinstance(app_id, str | int) or not str(app_id).strip()):
+        problems.append(f"{where}.app_id: expected your Heap environment ID as a string.")
+    truncate = block.get("truncate", False)
+    if not isinstance(truncate, bool):
+        problems.append(f"{where}.truncate: expected true or false.")
+    event_opts: dict[str, str | None] = {}
+    if obj == "event":
+        for opt in ("identity", "event_name", "event_name_column", "timestamp"):
+            value = block.get(opt)
+            if value is not None and (not isinstance(value, str) or not value):
+                problems.append(f"{where}.{opt}: expected a non-empty string.")
+                value = None
+            event_opts[opt] = value
+        if not event_opts["identity"]:
+            problems.append(
+                f"{where}.identity: missing; events need the column that holds the user's identity."
+            )
+        if event_opts["event_name"] and event_opts["event_name_column"]:
+            problems.append(
+                f"{where}: set either event_name (a fixed name) or event_name_column, not both."
+            )
+        elif not event_opts["event_name"] and not event_opts["event_name_column"]:
+            problems.append(
+                f"{where}.event_name: missing; set event_name: <Name> or event_name_column: <column>."
+            )
+        elif event_opts["event_name"] and len(event_opts["event_name"]) > 1024:
+            problems.append(f"{where}.event_name: longer than Heap's 1024 characters.")
+    if len(problems) > found or obj is None or not isinstance(key, str):
+        return None
+    return SyncSpec(
+        model=model,
+        meta_path=path,
+        object=obj,  # type: ignore[arg-type]  # checked against OBJECTS above
+        key=key,
+        fields=parsed_fields,
+        behavior=default_behavior,
+        app_id=str(app_id) if app_id is not None else None,
+        truncate=bool(truncate),
+        **event_opts,
+    )
+
+
+def parse_specs(models: list[ModelNode], problems: list[str]) -> list[SyncSpec]:
+    """Every sync declared by ``models``; problems are appended to ``problems``."""
+    specs: list[SyncSpec] = []
+    for model in models:
+        heap = model.meta.get("heap")
+        blocks = heap if isinstance(heap, list) else [heap]
+        for i, block in enumerate(blocks):
+            path = "config.meta.heap" + (f"[{i}]" if isinstance(heap, list) else "")
+            if model.materialized == "ephemeral" or not model.relation_name:
+                problems.append(
+                    f"{_where(model, path)}: the model is ephemeral and has no table to read; "
+                    "materialize it as a table or view."
+                )
+                continue
+            spec = _parse_block(model, block, path, problems)
+            if spec is not None:
+                specs.append(spec)
+    return specs
+
+
+def resolve_columns(spec: SyncSpec, columns: list[str], problems: list[str]) -> SyncSpec:
+    """Check ``spec`` against the table's ``columns`` and fill in its properties.
+
+    Column names match exactly, or case-insensitively when that is unambiguous, since
+    most warehouses fold unquoted names.
+    """
+    where = _where(spec.model, spec.meta_path)
+    exact = set(columns)
+    folded: dict[str, list[str]] = {}
+    for c in columns:
+        folded.setdefault(c.lower(), []).append(c)
+
+    def find(col: str, path: str) -> str:
+        if col in exact:
+            return col
+        candidates = folded.get(col.lower(), [])
+        if len(candidates) == 1:
+            return candidates[0]
+        problems.append(
+            f"{where}.{path}: column {col!r} is not in {spec.model.relation_name}; "
+            f"its columns are {', '.join(columns)}."
+        )
+        return col
+
+    key = find(spec.key, "key")
+    event_cols = {
+        opt: find(getattr(spec, opt), opt) if getattr(spec, opt) else None
+        for opt in ("identity", "event_name_column", "timestamp")
+    }
+    resolved = SyncSpec(
+        model=spec.model,
+        meta_path=spec.meta_path,
+        object=spec.object,
+        key=key,
+        fields=spec.fields,
+        identity=event_cols["identity"],
+        event_name=spec.event_name,
+        event_name_column=event_cols["event_name_column"],
+        timestamp=event_cols["timestamp"],
+        behavior=spec.behavior,
+        app_id=spec.app_id,
+        truncate=spec.truncate,
+    )
+    if spec.fields is not None:
+        props = {prop: find(col, f"fields.{prop}") for prop, col in spec.fields.items()}
+    else:
+        reserved = resolved.reserved_columns()
+        props = {c: c for c in columns if c not in reserved}
+        for prop in props:
+            _check_property_name(prop, f"{where} (column {prop!r}, no `fields` given)", problems)
+    object.__setattr__(resolved, "properties", props)
+    return resolved

@@ -1,0 +1,447 @@
+"""The sync pipeline: plan (manifest, meta, columns), then per sync read -> frame -> send -> account.
+
+The warehouse builds every record (``heap_dbt.sql``); this module streams those records as
+Arrow batches from a worker thread, cuts them into bulk requests, and keeps up to
+``concurrency`` requests in flight while the next batch is read. Every row read ends in
+exactly one count of its ``SyncResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from heap_dbt import heap, sql
+from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
+from heap_dbt.errors import ConfigError, RetriableAPIError, WarehouseError
+from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_models
+from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
+from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
+from heap_dbt.report import RowIssue, SyncReport, SyncResult
+from heap_dbt.transport import AiohttpTransport, Transport
+from heap_dbt.warehouse import MissingRelationError, WarehouseReader, open_reader
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
+ARROW_BATCH_ROWS = 20_000
+SAMPLE_RECORDS = 3
+ProgressFn = Callable[[str, int, int | None], None]
+"""progress(sync label, rows just done, total rows or None)"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncOptions:
+    """Everything ``heap-dbt sync`` takes; the CLI fills it from flags and the environment."""
+
+    project_dir: Path | None = None
+    profiles_dir: Path | None = None
+    target: str | None = None
+    target_path: Path | None = None
+    select: list[str] | None = None
+    exclude: list[str] | None = None
+    app_id: str | None = None
+    region: str = "us"
+    base_url: str | None = None
+    concurrency: int = 8
+    events_per_minute: int = 15_000
+    events_per_identity_per_minute: int = 1_000
+    max_attempts: int = 6
+    timeout: float = 30.0
+    dry_run: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
+    """Read the manifest and the meta of the selected models; no warehouse access.
+
+    Returns the paths, the manifest, the specs that parsed, and every problem found.
+    """
+    paths = resolve_project(
+        project_dir=options.project_dir, target_path=options.target_path, env=options.env
+    )
+    manifest = load_manifest(paths.target_path / "manifest.json")
+    chosen = select_models(manifest, select=options.select, exclude=options.exclude)
+    models = sorted(
+        (m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id
+    )
+    problems: list[str] = []
+    specs = parse_specs(models, problems)
+    return paths, manifest, specs, problems
+
+
+def _resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:
+    return spec.app_id or options.app_id or options.env.get("HEAP_APP_ID") or None
+
+
+def base_url(options: SyncOptions) -> str:
+    if options.base_url:
+        return options.base_url
+    if options.env.get("HEAP_BASE_URL"):
+        return options.env["HEAP_BASE_URL"]
+    if options.region.lower() == "eu":
+        return heap.EU_BASE_URL
+    if options.region.lower() != "us":
+        raise ConfigError(f"Unknown --region {options.region!r}; use us or eu.")
+    return heap.US_BASE_URL
+
+
+@dataclass
+class _Prepared:
+    spec: SyncSpec
+    app_id: str
+    query: sql.RecordQuery
+
+
+def _prepare(
+    specs: list[SyncSpec], reader: WarehouseReader, options: SyncOptions, problems: list[str]
+) -> list[_Prepared]:
+    """Check every spec against its table and build its query; collect all problems."""
+    prepared: list[_Prepared] = []
+    for spec in specs:
+        where = f"model {spec.model.name} ({spec.meta_path})"
+        app_id = _resolve_app_id(spec, options)
+        if app_id is None and not options.dry_run:
+            problems.append(
+                f"{where}: no Heap app_id; pass --app-id, set HEAP_APP_ID, or set app_id in the block."
+            )
+        assert spec.model.relation_name is not None  # noqa: S101  # parse_specs skips ephemeral models
+        try:
+            columns = reader.columns(spec.model.relation_name)
+        except MissingRelationError:
+            problems.append(
+                f"{where}: the table {spec.model.relation_name} does not exist; run `dbt run` "
+                f"(or `dbt build`) for {spec.model.name} first."
+            )
+            continue
+        found = len(problems)
+        resolved = resolve_columns(spec, [c.name for c in columns], problems)
+        types = {c.name: c.type for c in columns}
+        if resolved.timestamp and resolved.timestamp in types:
+            kind = types[resolved.timestamp].kind
+            if kind not in ("timestamp", "timestamptz", "date"):
+                problems.append(
+                    f"{where}.timestamp: column {resolved.timestamp!r} is {types[resolved.timestamp].sql}; "
+                    "cast it to a TIMESTAMP in the model."
+                )
+        if len(problems) > found:
+            continue
+        query = sql.record_query(resolved, columns, model_label=spec.model.name)
+        prepared.append(_Prepared(resolved, app_id or "<app_id>", query))
+    prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
+    return prepared
+
+
+@dataclass
+class _Chunk:
+    """Up to one request's worth of valid records, with their keys."""
+
+    records: pa.Array
+    keys: pa.Array
+    identities: pa.Array | None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def split(self) -> tuple[_Chunk, _Chunk]:
+        mid = len(self) // 2
+        ids = self.identities
+        return (
+            _Chunk(self.records.slice(0, mid), self.keys.slice(0, mid), ids.slice(0, mid) if ids is not None else None),
+            _Chunk(self.records.slice(mid), self.keys.slice(mid), ids.slice(mid) if ids is not None else None),
+        )
+
+    def joined(self) -> bytes:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        lists = pa.ListArray.from_arrays(pa.array([0, len(self.records)], pa.int32()), self.records)
+        joined: Any = pc.binary_join(lists, ",")[0]
+        return bytes(joined.as_buffer().to_pybytes())
+
+    def identity_counts(self) -> dict[str, int]:
+        import pyarrow.compute as pc
+
+        if self.identities is None:
+            return {}
+        counts = pc.value_counts(self.identities).to_pylist()
+        return {c["values"]: c["counts"] for c in counts}
+
+
+def cut_chunks(lengths: list[int], *, max_items: int, max_bytes: int) -> Iterator[tuple[int, int]]:
+    """Cut records of the given byte ``lengths`` into [start, end) runs within both limits.
+
+    A record larger than ``max_bytes`` goes alone; Heap then decides (413 splits it out).
+    """
+    start = 0
+    size = 0
+    for i, n in enumerate(lengths):
+        if i > start and (i - start >= max_items or size + n + 1 > max_bytes):
+            yield start, i
+            start, size = i, 0
+        size += n + 1
+    if start < len(lengths):
+        yield start, len(lengths)
+
+
+class _SyncRun:
+    """Sends the records of one sync and keeps its counts."""
+
+    def __init__(
+        self,
+        prepared: _Prepared,
+        result: SyncResult,
+        *,
+        transport: Transport | None,
+        slots: asyncio.Semaphore,
+        limiter: EventRateLimiter | None,
+        options: SyncOptions,
+        clock: Clock,
+        abort: dict[str, str],
+    ) -> None:
+        self.spec = prepared.spec
+        self.result = result
+        self.path, _ = heap.ENDPOINTS[self.spec.object]
+        self.prefix, self.suffix = heap.body_frame(self.spec.object, prepared.app_id)
+        self.transport = transport
+        self.slots = slots
+        self.limiter = limiter if self.spec.object == "event" else None
+        self.policy = heap.RetryPolicy(max_attempts=options.max_attempts)
+        self.clock = clock
+        self.rng = random.Random()  # noqa: S311  # jitter, not crypto
+        self.abort = abort
+
+    def _fail(self, chunk: _Chunk, reason: str) -> None:
+        self.result.failed += len(chunk)
+        self.result.failures += [RowIssue(k, reason) for k in chunk.keys.to_pylist()]
+
+    async def send(self, chunk: _Chunk) -> None:
+        """Deliver ``chunk``: retry what may pass later, bisect what Heap refuses."""
+        attempt = 0
+        body = self.prefix + chunk.joined() + self.suffix
+        while True:
+            if "reason" in self.abort:
+                self._fail(chunk, f"not sent: {self.abort['reason']}")
+                return
+            attempt += 1
+            if self.limiter is not None:
+                await self.limiter.admit(len(chunk), chunk.identity_counts())
+            assert self.transport is not None  # noqa: S101  # dry runs never send
+            retry_after: float | None = None
+            try:
+                response = await self.transport.post(self.path, body)
+            except RetriableAPIError as exc:
+                outcome, reason = heap.Outcome.RETRY, str(exc)
+            else:
+                self.result.requests += 1
+                outcome = heap.classify(response.status)
+                reason = f"HTTP {response.status}: {heap.error_excerpt(response.text) or 'no message'}"
+                retry_after = heap.parse_retry_after(response.retry_after, now=time.time())
+            if outcome is heap.Outcome.DELIVERED:
+                self.result.sent += len(chunk)
+                return
+            if outcome is heap.Outcome.SPLIT:
+                if len(chunk) == 1:
+                    self.result.rejected += 1
+                    self.result.rejections.append(
+                        RowIssue(chunk.keys[0].as_py(), f"Heap refused the record: {reason}")
+                    )
+                    return
+                left, right = chunk.split()
+                await asyncio.gather(self.send(left), self.send(right))
+                return
+            if outcome is heap.Outcome.FATAL:
+                self.abort.setdefault("reason", f"Heap refused a request with {reason}")
+                self._fail(chunk, reason)
+                return
+            if attempt >= self.policy.max_attempts:
+                self._fail(chunk, f"{reason} (gave up after {attempt} attempts)")
+                return
+            self.result.retries += 1
+            await self.clock.sleep(self.policy.delay(attempt, retry_after=retry_after, rng=self.rng))
+
+    async def send_in_slot(self, chunk: _Chunk) -> None:
+        try:
+            await self.send(chunk)
+        finally:
+            self.slots.release()
+
+
+def _take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
+    _, array = heap.ENDPOINTS[obj]
+    items = [msgspec.json.decode(r) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
+    return [{"app_id": heap.mask_app_id(app_id), array: items}]
+
+
+async def _run_one(
+    prepared: _Prepared,
+    reader: WarehouseReader,
+    run: _SyncRun,
+    *,
+    dry_run: bool,
+    progress: ProgressFn | None,
+) -> None:
+    import pyarrow.compute as pc
+
+    result = run.result
+    spec = prepared.spec
+    max_items = run.limiter.max_batch(heap.MAX_ITEMS_PER_REQUEST) if run.limiter else heap.MAX_ITEMS_PER_REQUEST
+    stream = reader.stream(prepared.query.sql, batch_rows=ARROW_BATCH_ROWS)
+    pending: asyncio.Task[Any] = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while (batch := await pending) is not None:
+            pending = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
+            n = batch.num_rows
+            result.read += n
+            reasons = batch.column(sql.REASON)
+            keys = batch.column(sql.KEY)
+            records = batch.column(sql.RECORD)
+            identities = batch.column(sql.IDENTITY) if prepared.query.has_identity else None
+            if reasons.null_count != n:
+                bad = pc.is_valid(reasons)
+                good = pc.invert(bad)
+                for key, why in zip(
+                    keys.filter(bad).to_pylist(), reasons.filter(bad).to_pylist(), strict=True
+                ):
+                    result.rejections.append(RowIssue(key, why))
+                result.rejected += n - reasons.null_count
+                records, keys = records.filter(good), keys.filter(good)
+                if identities is not None:
+                    identities = identities.filter(good)
+            truncated = pc.sum(batch.column(sql.TRUNCATED)).as_py()
+            result.truncated += int(truncated or 0)
+            if dry_run:
+                result.would_send += len(records)
+                if not result.sample and len(records):
+                    result.sample = _take_sample(records, prepared.app_id, spec.object)
+            else:
+                lengths = pc.binary_length(records).to_pylist()
+                for start, end in cut_chunks(lengths, max_items=max_items, max_bytes=heap.MAX_BODY_BYTES):
+                    chunk = _Chunk(
+                        records.slice(start, end - start),
+                        keys.slice(start, end - start),
+                        identities.slice(start, end - start) if identities is not None else None,
+                    )
+                    await run.slots.acquire()
+                    task = asyncio.create_task(run.send_in_slot(chunk))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            if progress is not None:
+                progress(result.model, n, None)
+    finally:
+        if tasks:
+            await asyncio.gather(*tasks)
+        if not pending.done():
+            await asyncio.wait([pending])
+
+
+async def _run_async(
+    plan: list[_Prepared],
+    reader: WarehouseReader,
+    report: SyncReport,
+    options: SyncOptions,
+    *,
+    transport: Transport | None,
+    clock: Clock,
+    progress: ProgressFn | None,
+) -> None:
+    slots = asyncio.Semaphore(options.concurrency)
+    limiter = EventRateLimiter(
+        per_app=options.events_per_minute,
+        per_identity=options.events_per_identity_per_minute,
+        clock=clock,
+    )
+    abort: dict[str, str] = {}
+    for prepared in plan:
+        result = SyncResult(
+            model=prepared.spec.model.name,
+            unique_id=prepared.spec.model.unique_id,
+            object=prepared.spec.object,
+            meta_path=prepared.spec.meta_path,
+            app_id=heap.mask_app_id(prepared.app_id),
+        )
+        report.syncs.append(result)
+        run = _SyncRun(
+            prepared, result, transport=transport, slots=slots,
+            limiter=limiter if limiter.active else None, options=options, clock=clock, abort=abort,
+        )  # fmt: skip
+        started = time.perf_counter()
+        try:
+            await _run_one(prepared, reader, run, dry_run=options.dry_run, progress=progress)
+        except WarehouseError as exc:
+            result.error = str(exc)
+        result.seconds = time.perf_counter() - started
+
+
+def run_sync(
+    options: SyncOptions,
+    *,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+    progress: ProgressFn | None = None,
+) -> SyncReport:
+    """Run ``heap-dbt sync``: validate everything, then send, and write the results file.
+
+    Never exits the process. Raises ConfigError (nothing was sent) for any configuration
+    problem; row-level problems go into the returned report.
+    """
+    report = SyncReport(dry_run=options.dry_run, started_at=dt.datetime.now(dt.UTC))
+    paths, manifest, specs, problems = plan_specs(options)
+    run_results = load_run_results(paths.target_path / "run_results.json")
+    run_args = run_results.args if run_results else {}
+    url = base_url(options)
+    if not specs and not problems:
+        report.finished_at = dt.datetime.now(dt.UTC)
+        report.write(paths.target_path)
+        return report
+    target = resolve_target(
+        paths, profiles_dir=options.profiles_dir, target=options.target, run_args=run_args, env=options.env
+    )
+    reader = open_reader(target, project_dir=paths.project_dir)
+    try:
+        plan = _prepare(specs, reader, options, problems)
+        if problems:
+            raise ConfigError(
+                f"The Heap sync configuration has {len(problems)} problem"
+                f"{'s' if len(problems) > 1 else ''}; nothing was sent. Fix "
+                f"{'them' if len(problems) > 1 else 'it'} and re-run:",
+                problems=problems,
+            )
+        if run_results and run_results.invocation_id == manifest.invocation_id:
+            for p in plan:
+                status = run_results.statuses.get(p.spec.model.unique_id)
+                if status in ("error", "skipped"):
+                    report.warnings.append(
+                        f"dbt reported {p.spec.model.name} as {status} in its last run; its table "
+                        "may be stale."
+                    )
+        clk = clock or SystemClock()
+
+        async def main() -> None:
+            if options.dry_run:
+                await _run_async(plan, reader, report, options, transport=None, clock=clk, progress=progress)
+                return
+            if transport is not None:
+                await _run_async(plan, reader, report, options, transport=transport, clock=clk, progress=progress)
+                return
+            async with AiohttpTransport(
+                url, concurrency=options.concurrency, timeout=options.timeout
+            ) as http:
+                await _run_async(plan, reader, report, options, transport=http, clock=clk, progress=progress)
+
+        asyncio.run(main())
+    finally:
+        reader.close()
+    report.finished_at = dt.datetime.now(dt.UTC)
+    report.write(paths.target_path)
+    return report

@@ -1,0 +1,174 @@
+"""Find the dbt project, its target path and the warehouse connection, the way dbt does.
+
+profiles.yml is rendered with a small Jinja environment that knows dbt's ``env_var()``
+and its ``as_*`` filters, so heap-dbt does not have to import dbt-core (1.5 s) to read it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from heap_dbt.errors import ConfigError
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    """Where the dbt project and its artifacts are."""
+
+    project_dir: Path
+    target_path: Path
+    profile_name: str | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The warehouse connection of one dbt target, rendered."""
+
+    profile: str
+    name: str
+    type: str
+    credentials: dict[str, Any]
+    profiles_dir: Path
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        return None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}. Fix the file and retry.") from exc
+
+
+def resolve_project(
+    *, project_dir: Path | None, target_path: Path | None, env: Mapping[str, str]
+) -> ProjectPaths:
+    """The project dir (flag, ``DBT_PROJECT_DIR``, cwd) and target path, as in dbt."""
+    pdir = project_dir or (Path(env["DBT_PROJECT_DIR"]) if env.get("DBT_PROJECT_DIR") else None)
+    pdir = (pdir or Path.cwd()).resolve()
+    project = _read_yaml(pdir / "dbt_project.yml")
+    if project is not None and not isinstance(project, dict):
+        raise ConfigError(f"{pdir / 'dbt_project.yml'} is not a mapping.")
+    project = project or {}
+    tpath = target_path or (Path(env["DBT_TARGET_PATH"]) if env.get("DBT_TARGET_PATH") else None)
+    tpath = tpath or Path(str(project.get("target-path", "target")))
+    if not tpath.is_absolute():
+        tpath = pdir / tpath
+    profile = env.get("DBT_PROFILE") or project.get("profile")
+    return ProjectPaths(project_dir=pdir, target_path=tpath, profile_name=profile)
+
+
+def _env_var(env: Mapping[str, str]) -> Any:
+    def env_var(name: str, default: Any = _MISSING) -> Any:
+        if name in env:
+            return env[name]
+        if default is not _MISSING:
+            return default
+        raise ConfigError(
+            f"profiles.yml needs the environment variable {name!r}, which is not set; "
+            "export it or give env_var() a default."
+        )
+
+    return env_var
+
+
+def _render(value: Any, jenv: jinja2.Environment) -> Any:
+    if isinstance(value, dict):
+        return {k: _render(v, jenv) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, jenv) for v in value]
+    if isinstance(value, str) and ("{{" in value or "{%" in value):
+        rendered = jenv.from_string(value).render()
+        if isinstance(rendered, str):
+            try:
+                parsed = yaml.safe_load(rendered)
+            except yaml.YAMLError:
+                return rendered
+            # dbt turns rendered numbers back into numbers (port: "{{ env_var('P') }}").
+            return parsed if isinstance(parsed, int | float | bool) else rendered
+        return rendered
+    return value
+
+
+def _jinja(env: Mapping[str, str]) -> jinja2.Environment:
+    jenv = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701  # renders YAML, not HTML
+    jenv.globals["env_var"] = _env_var(env)
+    jenv.filters["as_number"] = lambda v: yaml.safe_load(str(v))
+    jenv.filters["as_bool"] = lambda v: str(v).strip().lower() in {"true", "1", "yes", "on"}
+    jenv.filters["as_text"] = str
+    jenv.filters["as_native"] = lambda v: yaml.safe_load(str(v))
+    return jenv
+
+
+def resolve_target(
+    paths: ProjectPaths,
+    *,
+    profiles_dir: Path | None,
+    target: str | None,
+    run_args: Mapping[str, Any],
+    env: Mapping[str, str],
+) -> Target:
+    """Render the dbt target to read from.
+
+    Order, as dbt: the flag, the environment (``DBT_PROFILES_DIR``, ``DBT_TARGET``), what the
+    last ``dbt run`` used (run_results.json ``args``), the project dir, then ``~/.dbt``.
+    """
+    candidates: list[Path] = []
+    if profiles_dir:
+        candidates = [profiles_dir]
+    elif env.get("DBT_PROFILES_DIR"):
+        candidates = [Path(env["DBT_PROFILES_DIR"])]
+    else:
+        if run_args.get("profiles_dir"):
+            candidates.append(Path(str(run_args["profiles_dir"])))
+        candidates += [paths.project_dir, Path.home() / ".dbt"]
+    pdir = next((c for c in candidates if (c / "profiles.yml").is_file()), None)
+    if pdir is None:
+        raise ConfigError(
+            f"No profiles.yml found (looked in {', '.join(str(c) for c in candidates)}); "
+            "pass --profiles-dir or set DBT_PROFILES_DIR."
+        )
+    profiles = _read_yaml(pdir / "profiles.yml")
+    if not isinstance(profiles, dict):
+        raise ConfigError(f"{pdir / 'profiles.yml'} is empty or not a mapping.")
+    name = paths.profile_name
+    if not name:
+        raise ConfigError(
+            f"No profile named in {paths.project_dir / 'dbt_project.yml'}; set `profile:` there "
+            "or DBT_PROFILE."
+        )
+    profile = profiles.get(name)
+    if not isinstance(profile, dict):
+        raise ConfigError(
+            f"Profile {name!r} is not in {pdir / 'profiles.yml'}; it has "
+            f"{', '.join(k for k in profiles if k != 'config') or 'no profiles'}."
+        )
+    jenv = _jinja(env)
+    tname = target or env.get("DBT_TARGET") or run_args.get("target") or profile.get("target")
+    tname = _render(tname, jenv) if isinstance(tname, str) else tname
+    outputs = profile.get("outputs") or {}
+    if not tname or tname not in outputs:
+        raise ConfigError(
+            f"Target {tname!r} is not in profile {name!r}; it has "
+            f"{', '.join(outputs) or 'no outputs'}. Pass --target."
+        )
+    creds = _render(outputs[tname], jenv)
+    if not isinstance(creds, dict) or "type" not in creds:
+        raise ConfigError(f"Target {tname!r} of profile {name!r} has no `type`.")
+    return Target(
+        profile=name, name=str(tname), type=str(creds["type"]), credentials=creds, profiles_dir=pdir
+    )
+
+
+def environ() -> dict[str, str]:
+    """A snapshot of the process environment, so tests can pass their own."""
+    return dict(os.environ)

@@ -1,0 +1,120 @@
+"""Sliding-window rate limits on an injected clock: Heap's events per minute, per app and per identity."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Time as the limiter and the retry loop see it; tests pass a fake that never sleeps."""
+
+    def monotonic(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class SlidingWindow:
+    """At most ``limit`` units in any ``window`` seconds: exact, unlike a token bucket's burst."""
+
+    def __init__(self, limit: int, *, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._log: deque[tuple[float, int]] = deque()
+        self._used = 0
+
+    def _prune(self, now: float) -> None:
+        while self._log and self._log[0][0] <= now - self.window:
+            self._used -= self._log.popleft()[1]
+
+    def wait_time(self, n: int, now: float) -> float:
+        """Seconds until ``n`` more units fit (0 if they fit now)."""
+        self._prune(now)
+        excess = self._used + n - self.limit
+        if excess <= 0:
+            return 0.0
+        freed = 0
+        for t, count in self._log:
+            freed += count
+            if freed >= excess:
+                return t + self.window - now
+        return self.window  # n > limit: callers cap batches so this does not happen
+
+    def record(self, n: int, now: float) -> None:
+        self._log.append((now, n))
+        self._used += n
+
+    @property
+    def idle(self) -> bool:
+        return not self._log
+
+
+class EventRateLimiter:
+    """Heap's bulk-track limits: events per minute per app_id and per identity.
+
+    A limit of 0 turns that limit off. Callers take one ``admit`` per request; requests are
+    admitted one at a time, in order, so a large batch is not starved by small ones.
+    """
+
+    def __init__(
+        self, *, per_app: int, per_identity: int, clock: Clock, window: float = 60.0
+    ) -> None:
+        self._clock = clock
+        self._app = SlidingWindow(per_app, window=window) if per_app > 0 else None
+        self._per_identity = per_identity
+        self._window = window
+        self._identities: dict[str, SlidingWindow] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self._app is not None or self._per_identity > 0
+
+    def max_batch(self, default: int) -> int:
+        """The largest batch that can ever be admitted."""
+        caps = [default]
+        if self._app is not None:
+            caps.append(self._app.limit)
+        if self._per_identity > 0:
+            caps.append(self._per_identity)
+        return max(1, min(caps))
+
+    async def admit(self, total: int, per_identity: Mapping[str, int]) -> None:
+        """Wait until a request of ``total`` events, spread as ``per_identity``, may go."""
+        async with self._lock:
+            while True:
+                now = self._clock.monotonic()
+                wait = self._app.wait_time(total, now) if self._app is not None else 0.0
+                if self._per_identity > 0:
+                    for identity, n in per_identity.items():
+                        window = self._identities.get(identity)
+                        if window is not None:
+                            wait = max(wait, window.wait_time(n, now))
+                if wait <= 0:
+                    break
+                await self._clock.sleep(wait)
+            if self._app is not None:
+                self._app.record(total, now)
+            if self._per_identity > 0:
+                for identity, n in per_identity.items():
+                    window = self._identities.get(identity)
+                    if window is None:
+                        window = self._identities[identity] = SlidingWindow(
+                            self._per_identity, window=self._window
+                        )
+                    window.record(n, now)
+                if len(self._identities) > 10_000:
+                    self._identities = {
+                        k: w for k, w in self._identities.items() if w.wait_time(0, now) or not w.idle
+                    }

@@ -1,0 +1,166 @@
+"""The sync report: counts per sync, rejected rows, the results file, and how they are shown.
+
+This is the only module that formats output for people or for JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+
+REPORT_VERSION = 1
+RESULTS_FILE = "heap_sync_results.json"
+
+
+@dataclass
+class RowIssue:
+    key: str | None
+    reason: str
+
+
+@dataclass
+class SyncResult:
+    """What happened to the rows of one sync. ``read`` always equals the sum of the outcomes."""
+
+    model: str
+    unique_id: str
+    object: str
+    meta_path: str
+    app_id: str  # masked
+    read: int = 0
+    sent: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    failed: int = 0
+    would_send: int = 0
+    truncated: int = 0
+    requests: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    rejections: list[RowIssue] = field(default_factory=list)
+    failures: list[RowIssue] = field(default_factory=list)
+    error: str | None = None
+    sample: list[Any] = field(default_factory=list)
+
+    @property
+    def accounted(self) -> int:
+        return self.sent + self.unchanged + self.rejected + self.failed + self.would_send
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0 and self.failed == 0 and self.error is None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": self.model,
+            "unique_id": self.unique_id,
+            "meta_path": self.meta_path,
+            "object": self.object,
+            "app_id": self.app_id,
+            "status": "success" if self.ok else "error",
+            "read": self.read,
+            "sent": self.sent,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+            "failed": self.failed,
+            "truncated": self.truncated,
+            "requests": self.requests,
+            "retries": self.retries,
+            "seconds": round(self.seconds, 3),
+            "rejections": [{"key": r.key, "reason": r.reason} for r in self.rejections],
+            "failures": [{"key": r.key, "reason": r.reason} for r in self.failures],
+        }
+        if self.would_send:
+            out["would_send"] = self.would_send
+        if self.sample:
+            out["sample_payload"] = self.sample
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class SyncReport:
+    """The outcome of one ``heap-dbt sync``."""
+
+    dry_run: bool
+    started_at: dt.datetime
+    syncs: list[SyncResult] = field(default_factory=list)
+    finished_at: dt.datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every selected row was delivered (or would be); 1 otherwise."""
+        return 0 if all(s.ok for s in self.syncs) else 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "report_version": REPORT_VERSION,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "success": self.exit_code == 0,
+            "totals": {
+                k: sum(getattr(s, k) for s in self.syncs)
+                for k in ("read", "sent", "unchanged", "rejected", "failed", "would_send")
+            },
+            "warnings": self.warnings,
+            "syncs": [s.as_dict() for s in self.syncs],
+        }
+
+    def to_json(self) -> bytes:
+        return msgspec.json.format(msgspec.json.encode(self.as_dict()), indent=2)
+
+    def write(self, target_path: Path) -> Path:
+        """Write ``heap_sync_results.json`` atomically into ``target_path``."""
+        target_path.mkdir(parents=True, exist_ok=True)
+        dest = target_path / RESULTS_FILE
+        fd, tmp = tempfile.mkstemp(dir=target_path, prefix=".heap_sync_results.")
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.to_json())
+        os.replace(tmp, dest)
+        return dest
+
+    def render(self, out: TextIO, *, max_issues: int = 10) -> None:
+        """A short human summary."""
+        verb = "would send" if self.dry_run else "sent"
+        if not self.syncs:
+            out.write("Nothing to sync: no selected model declares `meta.heap`.\n")
+            return
+        width = max(len(s.model + s.meta_path.removeprefix("config.meta.heap")) for s in self.syncs)
+        head = "DRY RUN: nothing was sent.\n" if self.dry_run else ""
+        out.write(head)
+        for s in self.syncs:
+            label = s.model + s.meta_path.removeprefix("config.meta.heap")
+            sent = s.would_send if self.dry_run else s.sent
+            parts = [f"read {s.read:,}", f"{verb} {sent:,}"]
+            if s.unchanged:
+                parts.append(f"unchanged {s.unchanged:,}")
+            parts += [f"rejected {s.rejected:,}", f"failed {s.failed:,}"]
+            if s.truncated:
+                parts.append(f"truncated values {s.truncated:,}")
+            status = "OK " if s.ok else "ERR"
+            out.write(f"{status} {label:<{width}}  {s.object:<7}  {'  '.join(parts)}")
+            out.write(f"  ({s.seconds:.2f} s)\n" if not self.dry_run else "\n")
+            if s.error:
+                out.write(f"    error: {s.error}\n")
+            for kind, issues in (("rejected", s.rejections), ("failed", s.failures)):
+                for issue in issues[:max_issues]:
+                    out.write(f"    {kind} key={issue.key!r}: {issue.reason}\n")
+                if len(issues) > max_issues:
+                    out.write(f"    ... and {len(issues) - max_issues:,} more {kind} rows\n")
+            for record in s.sample:
+                out.write(f"    sample: {msgspec.json.encode(record).decode()}\n")
+        totals = self.as_dict()["totals"]
+        out.write(
+            f"Total: read {totals['read']:,}, {verb} "
+            f"{totals['would_send'] if self.dry_run else totals['sent']:,}, "
+            f"rejected {totals['rejected']:,}, failed {totals['failed']:,}.\n"
+        )

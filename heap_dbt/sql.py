@@ -1,0 +1,270 @@
+"""Generate the SQL that turns a model's rows into Heap records, in the warehouse.
+
+For each sync one query yields, per row: the sync key, the reason the row is rejected (or
+NULL), the record's JSON text as Heap wants it, and how many values were truncated. Value
+conversion and every row-level check run here, as SQL, so Python only moves bytes.
+
+Every column name is quoted as an identifier and every name from meta is a quoted
+literal: no text from meta is pasted into SQL as is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from heap_dbt.config import SyncSpec
+from heap_dbt.warehouse import Column, ColumnType
+
+MAX_IDENTITY = 255
+MAX_VALUE = 1023  # Heap: strings "fewer than 1024 characters"
+MAX_EVENT_NAME = 1024
+PLACEHOLDER_IDENTITIES = ("null", "undefined", "none", "nan")
+
+ISO_MS = "%Y-%m-%dT%H:%M:%S.%gZ"
+
+KEY, REASON, RECORD, TRUNCATED, IDENTITY = "__key", "__reason", "__record", "__truncated", "__identity"
+
+
+def ident(name: str) -> str:
+    """Quote ``name`` as an SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(text: str) -> str:
+    """Quote ``text`` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _json_key(name: str) -> str:
+    """The SQL literal of ``"name":`` as JSON text."""
+    return lit(json.dumps(name, ensure_ascii=False) + ":")
+
+
+@dataclass
+class _Entry:
+    """One property: its JSON fragment and the checks it contributes."""
+
+    fragment: str
+    reasons: list[tuple[str, str]]  # (condition, message SQL)
+    truncations: list[str]  # conditions
+
+
+def _scalar_text(expr: str, t: ColumnType) -> str | None:
+    """SQL giving the string form of a scalar value sent as a Heap string, or None for numbers."""
+    if t.kind == "string":
+        return expr if t.sql == "VARCHAR" else f"CAST({expr} AS VARCHAR)"
+    if t.kind == "boolean":
+        return f"CASE {expr} WHEN true THEN 'true' WHEN false THEN 'false' END"
+    if t.kind == "date":
+        return f"strftime({expr}, '%Y-%m-%d')"
+    if t.kind == "timestamp":
+        return f"strftime(CAST({expr} AS TIMESTAMP), '{ISO_MS}')"
+    if t.kind == "timestamptz":
+        return f"strftime(timezone('UTC', {expr}), '{ISO_MS}')"
+    if t.kind in ("integer", "float", "decimal"):
+        return None
+    if t.kind in ("list", "struct", "map"):
+        return f"CAST(to_json({expr}) AS VARCHAR)"
+    return f"CAST({expr} AS VARCHAR)"
+
+
+def _element_text(expr: str, t: ColumnType) -> str:
+    text = _scalar_text(expr, t)
+    return text if text is not None else f"CAST({expr} AS VARCHAR)"
+
+
+def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
+    """The JSON value of a scalar or list column, with its checks."""
+    reasons: list[tuple[str, str]] = []
+    truncations: list[str] = []
+    if t.kind in ("integer", "decimal"):
+        return _Entry(f"CAST({expr} AS VARCHAR)", reasons, truncations)
+    if t.kind == "float":
+        reasons.append(
+            (f"(isnan({expr}) OR isinf({expr}))", lit(f"property {label!r} is NaN or infinite"))
+        )
+        return _Entry(f"CAST(to_json({expr}) AS VARCHAR)", reasons, truncations)
+    if t.kind == "list":
+        (_, elem), = t.children
+        text = f"array_to_string(list_transform({expr}, lambda x: {_element_text('x', elem)}), '||')"
+    else:
+        text = _scalar_text(expr, t) or f"CAST({expr} AS VARCHAR)"
+    if t.kind in ("date", "timestamp", "timestamptz"):
+        reasons.append((f"isinf({expr})", lit(f"property {label!r} is an infinite date")))
+    if t.kind in ("string", "list", "other", "struct", "map"):
+        too_long = f"length({text}) > {MAX_VALUE}"
+        if truncate:
+            truncations.append(too_long)
+            text = f"left({text}, {MAX_VALUE})"
+        else:
+            reasons.append(
+                (
+                    too_long,
+                    f"{lit(f'property {label!r} is ')} || length({text}) || "
+                    f"{lit(f' characters; Heap takes at most {MAX_VALUE} (set truncate: true to cut it)')}",
+                )
+            )
+    if t.kind in ("date", "timestamp", "timestamptz"):
+        return _Entry(f"'\"' || {text} || '\"'", reasons, truncations)
+    return _Entry(f"CAST(to_json({text}) AS VARCHAR)", reasons, truncations)
+
+
+def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _Entry:
+    """Dynamic ``prefix.key`` properties from a MAP column."""
+    (_, _key_t), (_, val_t) = t.children
+    inner = _value("e.value", val_t, f"{prefix}.<key>", truncate=truncate)
+    pair = f"CAST(to_json({lit(prefix + '.')} || CAST(e.key AS VARCHAR)) AS VARCHAR) || ':' || {inner.fragment}"
+    fragment = (
+        f"NULLIF(array_to_string(list_transform("
+        f"list_filter(map_entries({expr}), lambda e: e.value IS NOT NULL), lambda e: {pair}), ','), '')"
+    )
+    reasons = [
+        (f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))", msg)
+        for cond, msg in inner.reasons
+    ]
+    truncs = [
+        f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))"
+        for cond in inner.truncations
+    ]
+    return _Entry(fragment, reasons, truncs)
+
+
+def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool) -> list[_Entry]:
+    """The property entries of one mapped column; structs flatten to dotted names."""
+    if t.kind == "struct":
+        out: list[_Entry] = []
+        for child, child_t in t.children:
+            out += _entries(f"{name}.{child}", f"{expr}.{ident(child)}", child_t, truncate=truncate)
+        return out
+    if t.kind == "map" and t.children[0][1].kind in ("string", "integer"):
+        return [_map_fragment(expr, t, name, truncate=truncate)]
+    value = _value(expr, t, name, truncate=truncate)
+    value.fragment = f"{_json_key(name)} || {value.fragment}"
+    return [value]
+
+
+def _identity_checks(expr: str, what: str) -> list[tuple[str, str]]:
+    placeholders = ", ".join(lit(p) for p in PLACEHOLDER_IDENTITIES)
+    return [
+        (f"length({expr}) > {MAX_IDENTITY}", lit(f"{what} is longer than {MAX_IDENTITY} characters")),
+        (
+            f"lower(trim({expr})) IN ({placeholders})",
+            f"{lit(what + ' is a placeholder (')} || {expr} || {lit('), not a real identity')}",
+        ),
+    ]
+
+
+def _empty_checks(expr: str, what: str) -> list[tuple[str, str]]:
+    return [
+        (f"{expr} IS NULL", lit(f"{what} is NULL")),
+        (f"trim({expr}) = ''", lit(f"{what} is empty or whitespace")),
+    ]
+
+
+@dataclass(frozen=True)
+class RecordQuery:
+    """The query for one sync and what its result columns mean."""
+
+    sql: str
+    has_identity: bool
+
+
+def record_query(spec: SyncSpec, columns: list[Column], *, model_label: str) -> RecordQuery:
+    """Build the SQL that yields key, reason, record JSON and truncation count for ``spec``.
+
+    ``columns`` must be the relation's real columns, already checked by
+    ``config.resolve_columns``; ``model_label`` seeds the deterministic idempotency key.
+    """
+    types = {c.name: c.type for c in columns}
+    src = spec.model.relation_name
+    key_t = types[spec.key]
+    key_expr = ident(spec.key) if key_t.sql == "VARCHAR" else f"CAST({ident(spec.key)} AS VARCHAR)"
+    key_name = {"user": "identity", "account": "account ID", "event": "Insert ID"}[spec.object]
+    reasons: list[tuple[str, str]] = _empty_checks("k." + ident(KEY), f"{key_name} ({spec.key})")
+    if spec.object == "user":
+        reasons += _identity_checks("k." + ident(KEY), f"identity ({spec.key})")
+
+    entries: list[_Entry] = []
+    for prop, col in spec.properties.items():
+        entries += _entries(prop, "k." + ident(col), types[col], truncate=spec.truncate)
+
+    head: list[str] = []
+    identity_sql = ""
+    if spec.object == "event":
+        assert spec.identity is not None  # noqa: S101  # config guarantees it for events
+        id_t = types[spec.identity]
+        identity_sql = _element_text("k." + ident(spec.identity), id_t)
+        reasons += _empty_checks(identity_sql, f"event identity ({spec.identity})")
+        reasons += _identity_checks(identity_sql, f"event identity ({spec.identity})")
+        if spec.event_name_column:
+            name_sql = _element_text("k." + ident(spec.event_name_column), types[spec.event_name_column])
+            reasons += _empty_checks(name_sql, f"event name ({spec.event_name_column})")
+            reasons.append(
+                (
+                    f"length({name_sql}) > {MAX_EVENT_NAME}",
+                    lit(f"event name is longer than {MAX_EVENT_NAME} characters"),
+                )
+            )
+        else:
+            name_sql = lit(spec.event_name or "")
+        head.append(f"'\"identity\":' || CAST(to_json({identity_sql}) AS VARCHAR)")
+        head.append(f"'\"event\":' || CAST(to_json({name_sql}) AS VARCHAR)")
+        if spec.timestamp:
+            ts_t = types[spec.timestamp]
+            ts_text = _scalar_text("k." + ident(spec.timestamp), ts_t)
+            head.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
+            reasons.append((f"isinf(k.{ident(spec.timestamp)})", lit("event timestamp is infinite")))
+        head.append(
+            f"'\"idempotency_key\":\"' || md5({lit(model_label + ':')} || k.{ident(KEY)}) || '\"'"
+        )
+    elif spec.object == "user":
+        head.append(f"'\"identity\":' || CAST(to_json(k.{ident(KEY)}) AS VARCHAR)")
+    else:
+        head.append(f"'\"account_id\":' || CAST(to_json(k.{ident(KEY)}) AS VARCHAR)")
+
+    reasons.append(
+        (
+            "k.__heap_dups IS NOT NULL",
+            f"{lit('duplicate key: ')} || k.__heap_dups || {lit(' rows share it, so none of them is sent')}",
+        )
+    )
+    for e in entries:
+        reasons += e.reasons
+    truncations = [t for e in entries for t in e.truncations]
+
+    properties = (
+        "'{' || concat_ws(',', " + ", ".join(e.fragment for e in entries) + ") || '}'"
+        if entries
+        else "'{}'"
+    )
+    record = "'{' || concat_ws(',', " + ", ".join([*head, f"'\"properties\":' || {properties}"]) + ") || '}'"
+    reason_sql = (
+        "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in reasons) + " END"
+    )
+    trunc_sql = (
+        " + ".join(f"CAST(coalesce({c}, false) AS INTEGER)" for c in truncations) if truncations else "0"
+    )
+    select = [
+        f"k.{ident(KEY)} AS {ident(KEY)}",
+        f"{reason_sql} AS {ident(REASON)}",
+        f"{record} AS {ident(RECORD)}",
+        f"{trunc_sql} AS {ident(TRUNCATED)}",
+    ]
+    if spec.object == "event":
+        select.append(f"{identity_sql} AS {ident(IDENTITY)}")
+    sql = f"""
+WITH src AS (
+    SELECT *, {key_expr} AS {ident(KEY)} FROM {src}
+),
+dups AS (
+    SELECT {ident(KEY)} AS dup_key, count(*) AS n FROM src
+    WHERE {ident(KEY)} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
+),
+k AS (
+    SELECT src.*, dups.n AS __heap_dups FROM src LEFT JOIN dups ON src.{ident(KEY)} = dups.dup_key
+)
+SELECT {", ".join(select)}
+FROM k
+"""
+    return RecordQuery(sql=sql, has_identity=spec.object == "event")

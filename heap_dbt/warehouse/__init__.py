@@ -1,0 +1,72 @@
+"""The warehouse seam: one small protocol, one module per engine.
+
+Each engine turns a dbt target into a ``WarehouseReader`` that describes relations and
+streams the rows of a query as bounded Arrow record batches. SQL is generated elsewhere
+(``heap_dbt.sql``) from the engine's ``dialect`` name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from heap_dbt.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from heap_dbt.profiles import Target
+
+Kind = Literal[
+    "string", "integer", "float", "decimal", "boolean", "date", "timestamp",
+    "timestamptz", "list", "struct", "map", "other",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A warehouse type reduced to what value conversion needs."""
+
+    kind: Kind
+    sql: str = ""
+    children: tuple[tuple[str, ColumnType], ...] = field(default_factory=tuple)
+    """Struct fields (name, type); a list's element as ("element", type); a map's key and value."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+
+
+class MissingRelationError(Exception):
+    """The relation does not exist in the warehouse (the model was never built)."""
+
+
+class WarehouseReader(Protocol):
+    """What the engine needs from a warehouse."""
+
+    dialect: str
+
+    def columns(self, relation: str) -> list[Column]:
+        """The columns of ``relation``; raises MissingRelationError if it does not exist."""
+        ...
+
+    def stream(self, sql: str, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Run ``sql`` and yield its rows in batches of at most ``batch_rows``."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_reader(target: Target, *, project_dir: Path) -> WarehouseReader:
+    """Open a reader for the dbt ``target``."""
+    if target.type == "duckdb":
+        from heap_dbt.warehouse.duckdb import DuckDBReader
+
+        return DuckDBReader.from_target(target, project_dir=project_dir)
+    raise ConfigError(
+        f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads DuckDB so far."
+    )
