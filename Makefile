@@ -1,0 +1,54 @@
+# heap-dbt: every target sets up what it needs, from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+EMULATOR_PORT ?= 8765
+DEMO_APP_ID ?= 1234567890
+SAMPLE := sample_dbt_project
+
+.PHONY: help venv demo test lint bench bench-smoke clean
+
+help:
+	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
+	@echo "make test   - install everything and run the whole test suite"
+	@echo "make lint   - ruff and mypy"
+	@echo "make bench  - the performance benchmark (not part of CI)"
+
+$(STAMP): requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	cd $(SAMPLE) && ../$(BIN)/dbt build --profiles-dir . --quiet
+	@set -e; \
+	$(PY) -m heap_dbt.emulator --host 127.0.0.1 --port $(EMULATOR_PORT) & emu=$$!; \
+	trap 'kill $$emu 2>/dev/null' EXIT; \
+	for i in $$(seq 50); do $(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT) >/dev/null 2>&1 && break; sleep 0.1; done; \
+	echo "== heap-dbt sync (against the local Heap emulator)"; \
+	HEAP_BASE_URL=http://127.0.0.1:$(EMULATOR_PORT) HEAP_APP_ID=$(DEMO_APP_ID) \
+		$(BIN)/heap-dbt sync --project-dir $(SAMPLE); \
+	echo; echo "== What Heap received"; \
+	$(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check heap_dbt tests benchmarks
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run --rows 100000,1000000
+
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks.run --smoke
+
+clean:
+	rm -rf $(VENV) $(SAMPLE)/target $(SAMPLE)/logs $(SAMPLE)/*.duckdb .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,888 @@
+"""A local, in-memory stand-in for Heap's bulk server-side APIs, with fault injection, for tests.
+
+It validates requests the way Heap documents them (see ``heap-api.md``), stores what a real Heap
+environment keeps (last-write-wins properties, first-write-wins events per ``idempotency_key``),
+and can be told to fail: scripted statuses, random 500s, delays, rate limits, oversized bodies and
+dropped connections. It imports nothing else from ``heap_dbt`` so it can run on its own::
+
+    python -m heap_dbt.emulator --port 8765 --state-file heap_state.json
+    python -m heap_dbt.emulator show --url http://127.0.0.1:8765
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import copy
+import json
+import math
+import os
+import random
+import re
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+USERS_PATH = "/api/add_user_properties"
+ACCOUNTS_PATH = "/api/add_account_properties"
+TRACK_PATH = "/api/track"
+INGEST_PATHS = (USERS_PATH, ACCOUNTS_PATH, TRACK_PATH)
+
+MAX_BATCH_ITEMS = 1000
+MAX_IDENTITY_CHARS = 255
+MAX_EVENT_NAME_CHARS = 1024
+MAX_PROPERTY_CHARS = 1023  # Heap: "fewer than 1024 characters"
+DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
+RATE_WINDOW_SECONDS = 60.0
+STATE_FILE_INTERVAL_SECONDS = 0.2
+DESCRIPTION = "A local, in-memory stand-in for Heap's bulk server-side APIs, with fault injection."
+
+PropertyValue = str | int | float
+Properties = dict[str, PropertyValue]
+ScriptItem = int | tuple[int, int | str | None]
+
+_TIMESTAMP_RE = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.(?P<fraction>\d+))?(?:Z|[+-]\d{2}:?\d{2})$"
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation: pure functions from a decoded JSON body to typed items, or a 400 reason.
+
+
+class PayloadRejectedError(Exception):
+    """A request body Heap would answer with 400; the message is the plain-text reason."""
+
+
+@dataclass(frozen=True)
+class UserUpdate:
+    identity: str
+    properties: Properties
+
+
+@dataclass(frozen=True)
+class AccountUpdate:
+    account_id: str
+    properties: Properties
+
+
+@dataclass(frozen=True)
+class TrackedEvent:
+    identity: str
+    event: str
+    timestamp: str | None
+    idempotency_key: str | None
+    properties: Properties
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request that passed validation; ``app_id`` is normalised to a string."""
+
+    path: str
+    app_id: str
+    items: list[UserUpdate] | list[AccountUpdate] | list[TrackedEvent]
+
+
+def parse_request(path: str, body: object) -> ValidRequest:
+    """Validate a decoded body for one of the ingestion paths, all-or-nothing.
+
+    Raises PayloadRejectedError naming the first offending field, e.g.
+    ``users[3].properties.ID: reserved property name``.
+    """
+    if not isinstance(body, dict):
+        raise PayloadRejectedError("body: must be a JSON object")
+    app_id = _app_id(body.get("app_id"))
+    if path == USERS_PATH:
+        users = [_user(item, where) for where, item in _items(body, "users", single_key="identity")]
+        return ValidRequest(path, app_id, users)
+    if path == ACCOUNTS_PATH:
+        accounts = [
+            _account(item, where) for where, item in _items(body, "accounts", single_key="account_id")
+        ]
+        return ValidRequest(path, app_id, accounts)
+    if path == TRACK_PATH:
+        events = [_event(item, where) for where, item in _items(body, "events", single_key="event")]
+        return ValidRequest(path, app_id, events)
+    raise PayloadRejectedError(f"unknown path {path}")
+
+
+def _app_id(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        raise PayloadRejectedError("app_id: required, a non-empty string")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise PayloadRejectedError("app_id: required, a non-empty string")
+    return value
+
+
+def _items(body: dict[str, Any], array_key: str, *, single_key: str) -> list[tuple[str, object]]:
+    """(error prefix, item) pairs for the bulk form, or the body itself for the single form."""
+    if array_key not in body:
+        if single_key in body or "identity" in body:
+            return [("", body)]
+        raise PayloadRejectedError(f"{array_key}: required, a list of 1..{MAX_BATCH_ITEMS} items")
+    array = body[array_key]
+    if not isinstance(array, list):
+        raise PayloadRejectedError(f"{array_key}: must be a list")
+    if not 1 <= len(array) <= MAX_BATCH_ITEMS:
+        raise PayloadRejectedError(f"{array_key}: has {len(array)} items, must have 1..{MAX_BATCH_ITEMS}")
+    return [(f"{array_key}[{index}].", item) for index, item in enumerate(array)]
+
+
+def _user(item: object, where: str) -> UserUpdate:
+    item = _object(item, where)
+    return UserUpdate(
+        identity=_name(item.get("identity"), f"{where}identity", MAX_IDENTITY_CHARS),
+        properties=_properties(item.get("properties"), f"{where}properties"),
+    )
+
+
+def _account(item: object, where: str) -> AccountUpdate:
+    item = _object(item, where)
+    return AccountUpdate(
+        account_id=_name(item.get("account_id"), f"{where}account_id", MAX_IDENTITY_CHARS),
+        properties=_properties(item.get("properties"), f"{where}properties"),
+    )
+
+
+def _event(item: object, where: str) -> TrackedEvent:
+    item = _object(item, where)
+    if "user_id" in item:
+        raise PayloadRejectedError(f"{where}user_id: not supported by the emulator; send identity instead")
+    key = item.get("idempotency_key")
+    if key is not None and (not isinstance(key, str) or not key):
+        raise PayloadRejectedError(f"{where}idempotency_key: must be a non-empty string")
+    return TrackedEvent(
+        identity=_name(item.get("identity"), f"{where}identity", MAX_IDENTITY_CHARS),
+        event=_name(item.get("event"), f"{where}event", MAX_EVENT_NAME_CHARS),
+        timestamp=_timestamp(item.get("timestamp"), f"{where}timestamp"),
+        idempotency_key=key,
+        properties=_properties(item.get("properties"), f"{where}properties"),
+    )
+
+
+def _object(item: object, where: str) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise PayloadRejectedError(f"{where.rstrip('.') or 'body'}: must be a JSON object")
+    return item
+
+
+def _name(value: object, where: str, max_chars: int) -> str:
+    if not isinstance(value, str) or not value:
+        raise PayloadRejectedError(f"{where}: required, a non-empty string")
+    if len(value) > max_chars:
+        raise PayloadRejectedError(f"{where}: {len(value)} characters, limit is {max_chars}")
+    return value
+
+
+def _timestamp(value: object, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise PayloadRejectedError(f"{where}: must be an ISO 8601 string")
+    match = _TIMESTAMP_RE.match(value)
+    if match is None:
+        raise PayloadRejectedError(
+            f"{where}: {value!r} is not ISO 8601 with a UTC offset (e.g. 2026-11-01T12:00:00Z)"
+        )
+    fraction = match.group("fraction")
+    if fraction is not None and len(fraction) > 3:
+        raise PayloadRejectedError(f"{where}: {value!r} has sub-millisecond precision")
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise PayloadRejectedError(f"{where}: {value!r} is not a valid date-time ({exc})") from None
+    return value
+
+
+def _properties(value: object, where: str) -> Properties:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadRejectedError(f"{where}: must be a JSON object")
+    properties: Properties = {}
+    for key, prop in value.items():
+        if not key:
+            raise PayloadRejectedError(f"{where}: empty property name")
+        if len(key) > MAX_PROPERTY_CHARS:
+            raise PayloadRejectedError(
+                f"{where}.{key[:40]}...: property name is {len(key)} characters, "
+                f"limit is {MAX_PROPERTY_CHARS}"
+            )
+        if key.lower() == "id":
+            raise PayloadRejectedError(f"{where}.{key}: reserved property name")
+        properties[key] = _property_value(prop, f"{where}.{key}")
+    return properties
+
+
+def _property_value(value: object, where: str) -> PropertyValue:
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        kind = "null" if value is None else type(value).__name__
+        raise PayloadRejectedError(f"{where}: {kind} value, must be a string or a number")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_PROPERTY_CHARS:
+            raise PayloadRejectedError(
+                f"{where}: value is {len(value)} characters, limit is {MAX_PROPERTY_CHARS}"
+            )
+        return value
+    raise PayloadRejectedError(f"{where}: must be a string or a number")
+
+
+def _reject_json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(raw: bytes) -> object:
+    """Decode strict JSON (no NaN/Infinity); raises PayloadRejectedError."""
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_json_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadRejectedError(f"body: invalid JSON ({exc})") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Fault configuration and rate limiting.
+
+
+@dataclass(frozen=True)
+class ScriptedResponse:
+    """One queued answer: a status code, and for 429/503 an optional Retry-After header value."""
+
+    status: int
+    retry_after: str | None = None
+
+
+@dataclass
+class EmulatorConfig:
+    """Fault-injection and limit settings; change them with HeapEmulator.configure()."""
+
+    script: deque[ScriptedResponse] = field(default_factory=deque)
+    fail_rate: float = 0.0
+    delay: float = 0.0
+    events_per_minute: int | None = None
+    events_per_identity_per_minute: int | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    drop_connection_next: int = 0
+    drop_response_next: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "script": [{"status": s.status, "retry_after": s.retry_after} for s in self.script],
+            "fail_rate": self.fail_rate,
+            "delay": self.delay,
+            "events_per_minute": self.events_per_minute,
+            "events_per_identity_per_minute": self.events_per_identity_per_minute,
+            "max_body_bytes": self.max_body_bytes,
+            "drop_connection_next": self.drop_connection_next,
+            "drop_response_next": self.drop_response_next,
+        }
+
+
+CONFIG_KEYS = frozenset(EmulatorConfig().to_json()) | {"seed"}
+
+
+def _script_item(item: object) -> ScriptedResponse:
+    status: object = item
+    retry_after: object = None
+    if isinstance(item, list | tuple) and len(item) == 2:
+        status, retry_after = item
+    elif isinstance(item, dict):
+        status, retry_after = item.get("status"), item.get("retry_after")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        raise ValueError(f"script: {item!r} is not a status code, [status, retry_after] or object")
+    if retry_after is not None and (isinstance(retry_after, bool) or not isinstance(retry_after, int | str)):
+        raise ValueError(f"script: retry_after {retry_after!r} must be an int or a string")
+    return ScriptedResponse(status, None if retry_after is None else str(retry_after))
+
+
+def _non_negative(key: str, value: object, kind: type[int] | type[float]) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"{key}: must be a non-negative number")
+    if kind is int and not isinstance(value, int):
+        raise ValueError(f"{key}: must be an integer")
+    return value
+
+
+class SlidingWindow:
+    """Counts events per key over the last ``window`` seconds of an injected clock."""
+
+    def __init__(self, limit: int, *, window: float = RATE_WINDOW_SECONDS) -> None:
+        self.limit = limit
+        self.window = window
+        self._hits: dict[str, deque[tuple[float, int]]] = {}
+
+    def retry_after(self, key: str, count: int, now: float) -> float | None:
+        """Seconds until ``count`` more events fit for ``key``, or None if they fit now."""
+        hits = self._prune(key, now)
+        used = sum(n for _, n in hits)
+        if used + count <= self.limit:
+            return None
+        if count > self.limit:
+            return self.window
+        for at, n in hits:
+            used -= n
+            if used + count <= self.limit:
+                return at + self.window - now
+        return self.window
+
+    def add(self, key: str, count: int, now: float) -> None:
+        self._prune(key, now).append((now, count))
+
+    def _prune(self, key: str, now: float) -> deque[tuple[float, int]]:
+        hits = self._hits.setdefault(key, deque())
+        while hits and hits[0][0] <= now - self.window:
+            hits.popleft()
+        return hits
+
+
+# --------------------------------------------------------------------------------------------------
+# The emulator: state, handlers and the aiohttp application.
+
+
+class HeapEmulator:
+    """In-memory Heap environment(s) behind an aiohttp application (``.app``).
+
+    All state sits behind one lock, so a synchronous test may call ``snapshot()`` or ``configure()``
+    from another thread while the server runs.
+    """
+
+    def __init__(
+        self,
+        *,
+        script: Sequence[ScriptItem] = (),
+        fail_rate: float = 0.0,
+        seed: int | None = None,
+        delay: float = 0.0,
+        events_per_minute: int | None = None,
+        events_per_identity_per_minute: int | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        drop_connection_next: int = 0,
+        drop_response_next: int = 0,
+        time_fn: Callable[[], float] = time.monotonic,
+        state_file: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._lock = threading.RLock()
+        self._time_fn = time_fn
+        self._rng = random.Random(seed)  # noqa: S311 (fault injection, not crypto)
+        self._config = EmulatorConfig()
+        self._app_window: SlidingWindow | None = None
+        self._identity_window: SlidingWindow | None = None
+        self.state_file = Path(state_file) if state_file is not None else None
+        self._dirty = False
+        self.configure(
+            script=list(script),
+            fail_rate=fail_rate,
+            delay=delay,
+            events_per_minute=events_per_minute,
+            events_per_identity_per_minute=events_per_identity_per_minute,
+            max_body_bytes=max_body_bytes,
+            drop_connection_next=drop_connection_next,
+            drop_response_next=drop_response_next,
+        )
+        self._reset_state()
+        self.app = self._build_app()
+
+    # ---- state -----------------------------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        with self._lock:
+            self._users: dict[str, dict[str, Properties]] = {}
+            self._accounts: dict[str, dict[str, Properties]] = {}
+            self._events: list[dict[str, Any]] = []
+            self._seen_keys: set[tuple[str, str]] = set()
+            self._duplicate_events = 0
+            self._requests: Counter[str] = Counter()
+            self._records: Counter[str] = Counter()
+            self._status_counts: Counter[str] = Counter()
+            self._request_log: list[dict[str, Any]] = []
+            if self._config.events_per_minute is not None:
+                self._app_window = SlidingWindow(self._config.events_per_minute)
+            if self._config.events_per_identity_per_minute is not None:
+                self._identity_window = SlidingWindow(self._config.events_per_identity_per_minute)
+            self._dirty = True
+
+    def reset(self) -> None:
+        """Forget everything stored and every counter; the fault configuration is kept."""
+        self._reset_state()
+
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of the state, in the same shape as ``GET /_emulator/state``.
+
+        ``users`` and ``accounts`` map app_id → identity/account_id → properties; ``events``
+        lists the stored (non-duplicate) events in arrival order; ``request_log`` has one entry
+        per request: ``{"path", "status", "records"}``, status None when the connection was
+        dropped, records = items in an accepted (or rate-limited) body, else 0.
+        """
+        with self._lock:
+            return copy.deepcopy(
+                {
+                    "users": self._users,
+                    "accounts": self._accounts,
+                    "events": self._events,
+                    "duplicate_events": self._duplicate_events,
+                    "requests": dict(self._requests),
+                    "records": dict(self._records),
+                    "status_counts": dict(self._status_counts),
+                    "request_log": self._request_log,
+                    "config": self._config.to_json(),
+                }
+            )
+
+    def configure(self, /, **settings: Any) -> dict[str, Any]:
+        """Change fault settings; keys are those of ``EmulatorConfig.to_json()`` plus ``seed``.
+
+        ``script`` replaces the queue; items are a status, ``(status, retry_after)`` or
+        ``{"status": ..., "retry_after": ...}``. A rate limit of None turns it off.
+        Raises ValueError on an unknown key or a bad value, changing nothing.
+        Returns the new config.
+        """
+        unknown = set(settings) - CONFIG_KEYS
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        updates: dict[str, Any] = {}
+        for key, value in settings.items():
+            if key == "script":
+                if not isinstance(value, list | tuple):
+                    raise ValueError("script: must be a list")
+                updates[key] = deque(_script_item(item) for item in value)
+            elif key == "fail_rate":
+                if _non_negative(key, value, float) > 1:
+                    raise ValueError("fail_rate: must be between 0 and 1")
+                updates[key] = float(value)
+            elif key == "delay":
+                updates[key] = float(_non_negative(key, value, float))
+            elif key in ("events_per_minute", "events_per_identity_per_minute"):
+                if value is not None and _non_negative(key, value, int) < 1:
+                    raise ValueError(f"{key}: must be a positive integer or null")
+                updates[key] = value
+            elif key == "max_body_bytes" or key in ("drop_connection_next", "drop_response_next"):
+                updates[key] = _non_negative(key, value, int)
+            elif (
+                key == "seed"
+                and value is not None
+                and (isinstance(value, bool) or not isinstance(value, int))
+            ):
+                raise ValueError("seed: must be an integer or null")
+        with self._lock:
+            if "seed" in settings:
+                self._rng = random.Random(settings["seed"])  # noqa: S311
+            for key, value in updates.items():
+                setattr(self._config, key, value)
+            if "events_per_minute" in updates:
+                limit = updates["events_per_minute"]
+                self._app_window = None if limit is None else SlidingWindow(limit)
+            if "events_per_identity_per_minute" in updates:
+                limit = updates["events_per_identity_per_minute"]
+                self._identity_window = None if limit is None else SlidingWindow(limit)
+            return self._config.to_json()
+
+    # ---- request handling ------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(client_max_size=self._config.max_body_bytes)
+        for path in INGEST_PATHS:
+            app.router.add_post(path, self._handle_ingest)
+        app.router.add_get("/_emulator/state", self._handle_state)
+        app.router.add_post("/_emulator/reset", self._handle_reset)
+        app.router.add_post("/_emulator/config", self._handle_config)
+        app.cleanup_ctx.append(self._state_file_writer)
+        return app
+
+    def _answer(
+        self,
+        path: str,
+        status: int,
+        text: str = "",
+        *,
+        records: int = 0,
+        retry_after: str | None = None,
+    ) -> web.Response:
+        with self._lock:
+            self._status_counts[str(status)] += 1
+            self._request_log.append({"path": path, "status": status, "records": records})
+            self._dirty = True
+        headers = {"Retry-After": retry_after} if retry_after is not None else None
+        return web.Response(status=status, text=text, headers=headers)
+
+    def _drop(self, request: web.Request, path: str, *, records: int = 0) -> web.Response:
+        """Abort the connection without answering; logged with status None."""
+        with self._lock:
+            self._request_log.append({"path": path, "status": None, "records": records})
+            self._dirty = True
+        if request.transport is not None:
+            request.transport.abort()
+        # aiohttp cannot write to an aborted transport; this response is discarded.
+        return web.Response(status=499)
+
+    async def _handle_ingest(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        with self._lock:
+            self._requests[path] += 1
+            delay = self._config.delay
+        if delay:
+            await asyncio.sleep(delay)
+        with self._lock:
+            config = self._config
+            if config.drop_connection_next:
+                config.drop_connection_next -= 1
+                drop = True
+            else:
+                drop = False
+            scripted = config.script.popleft() if config.script else None
+            random_failure = (
+                not drop
+                and scripted is None
+                and config.fail_rate > 0
+                and self._rng.random() < config.fail_rate
+            )
+            max_body = config.max_body_bytes
+        if drop:
+            return self._drop(request, path)
+        if scripted is not None:
+            retry_after = scripted.retry_after if scripted.status in (429, 503) else None
+            return self._answer(path, scripted.status, f"scripted {scripted.status}", retry_after=retry_after)
+        if random_failure:
+            return self._answer(path, 500, "random failure (fail_rate)")
+
+        raw = await _read_limited(request, max_body)
+        if raw is None:
+            return self._answer(path, 413, f"body: larger than {max_body} bytes")
+        if request.content_type != "application/json":
+            return self._answer(path, 400, "Content-Type: must be application/json")
+        try:
+            parsed = parse_request(path, decode_json(raw))
+        except PayloadRejectedError as exc:
+            return self._answer(path, 400, str(exc))
+
+        records = len(parsed.items)
+        with self._lock:
+            limited = self._rate_limited(parsed)
+            if limited is not None:
+                return self._answer(
+                    path,
+                    429,
+                    "rate limit exceeded",
+                    records=records,
+                    retry_after=str(max(1, math.ceil(limited))),
+                )
+            self._store(parsed)
+            drop_response = self._config.drop_response_next > 0
+            if drop_response:
+                self._config.drop_response_next -= 1
+        if drop_response:
+            return self._drop(request, path, records=records)
+        return self._answer(path, 200, records=records)
+
+    def _rate_limited(self, parsed: ValidRequest) -> float | None:
+        """Seconds to wait if this request breaks a rate limit; else records it and returns None."""
+        if parsed.path != TRACK_PATH:
+            return None
+        events = [e for e in parsed.items if isinstance(e, TrackedEvent)]
+        now = self._time_fn()
+        per_identity = Counter(e.identity for e in events)
+        waits: list[float] = []
+        if self._app_window is not None:
+            wait = self._app_window.retry_after(parsed.app_id, len(events), now)
+            waits += [wait] if wait is not None else []
+        if self._identity_window is not None:
+            for identity, count in per_identity.items():
+                wait = self._identity_window.retry_after(f"{parsed.app_id}\x00{identity}", count, now)
+                waits += [wait] if wait is not None else []
+        if waits:
+            return max(waits)
+        if self._app_window is not None:
+            self._app_window.add(parsed.app_id, len(events), now)
+        if self._identity_window is not None:
+            for identity, count in per_identity.items():
+                self._identity_window.add(f"{parsed.app_id}\x00{identity}", count, now)
+        return None
+
+    def _store(self, parsed: ValidRequest) -> None:
+        app_id = parsed.app_id
+        self._records[parsed.path] += len(parsed.items)
+        self._dirty = True
+        for item in parsed.items:
+            if isinstance(item, UserUpdate):
+                self._users.setdefault(app_id, {}).setdefault(item.identity, {}).update(item.properties)
+            elif isinstance(item, AccountUpdate):
+                self._accounts.setdefault(app_id, {}).setdefault(item.account_id, {}).update(item.properties)
+            else:
+                if item.idempotency_key is not None:
+                    seen = (app_id, item.idempotency_key)
+                    if seen in self._seen_keys:
+                        self._duplicate_events += 1
+                        continue
+                    self._seen_keys.add(seen)
+                self._events.append(
+                    {
+                        "app_id": app_id,
+                        "identity": item.identity,
+                        "event": item.event,
+                        "timestamp": item.timestamp,
+                        "idempotency_key": item.idempotency_key,
+                        "properties": dict(item.properties),
+                    }
+                )
+
+    async def _handle_state(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _handle_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    async def _handle_config(self, request: web.Request) -> web.Response:
+        try:
+            settings = json.loads(await request.text())
+            if not isinstance(settings, dict):
+                raise ValueError("body: must be a JSON object")
+            return web.json_response(self.configure(**settings))
+        except ValueError as exc:
+            return web.Response(status=400, text=str(exc))
+
+    # ---- state file ------------------------------------------------------------------------
+
+    async def _state_file_writer(self, app: web.Application) -> AsyncIterator[None]:
+        """While the app runs, rewrite the state file (coalesced) whenever state changed."""
+        if self.state_file is None:
+            yield
+            return
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(STATE_FILE_INTERVAL_SECONDS)
+                self.write_state_file()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        self.write_state_file(force=True)
+
+    def write_state_file(self, *, force: bool = False) -> None:
+        """Atomically write ``snapshot()`` as JSON to ``state_file`` if it changed (or forced)."""
+        if self.state_file is None:
+            return
+        with self._lock:
+            if not (self._dirty or force):
+                return
+            self._dirty = False
+            text = json.dumps(self.snapshot(), indent=2, sort_keys=True)
+        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        os.replace(tmp, self.state_file)
+
+
+async def _read_limited(request: web.Request, max_bytes: int) -> bytes | None:
+    """Read the body, or return None once it exceeds ``max_bytes``."""
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        return None
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        total += len(chunk)
+        if total > max_bytes:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------------------------------
+# Running it: async context manager, background thread, CLI.
+
+
+@dataclass(frozen=True)
+class RunningEmulator:
+    """A served emulator: ``url`` is the base URL, e.g. ``http://127.0.0.1:54321``."""
+
+    url: str
+    emulator: HeapEmulator
+
+
+async def _start(emulator: HeapEmulator, host: str, port: int) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(emulator.app, shutdown_timeout=0.5, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_host, bound_port = runner.addresses[0][:2]
+    return runner, f"http://{bound_host}:{bound_port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    *, host: str = "127.0.0.1", port: int = 0, emulator: HeapEmulator | None = None, **config: Any
+) -> AsyncIterator[RunningEmulator]:
+    """Serve an emulator on the running loop (async tests); ``config`` goes to HeapEmulator()."""
+    emulator = emulator if emulator is not None else HeapEmulator(**config)
+    runner, url = await _start(emulator, host, port)
+    try:
+        yield RunningEmulator(url, emulator)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.contextmanager
+def run_in_thread(
+    *, host: str = "127.0.0.1", port: int = 0, emulator: HeapEmulator | None = None, **config: Any
+) -> Iterator[RunningEmulator]:
+    """Serve an emulator from a background thread with its own event loop (sync tests)."""
+    emulator = emulator if emulator is not None else HeapEmulator(**config)
+    ready = threading.Event()
+    started: list[str] = []
+    failures: list[BaseException] = []
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        try:
+            runner, url = await _start(emulator, host, port)
+        except BaseException as exc:
+            failures.append(exc)
+            ready.set()
+            return
+        started.append(url)
+        ready.set()
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+
+    def target() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(main())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=target, name="heap-emulator", daemon=True)
+    thread.start()
+    ready.wait()
+    if failures:
+        thread.join()
+        raise failures[0]
+    try:
+        yield RunningEmulator(started[0], emulator)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+
+async def _serve_forever(emulator: HeapEmulator, host: str, port: int) -> None:
+    runner, url = await _start(emulator, host, port)
+    print(f"Heap emulator listening on {url}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # writes the state file one last time
+        print("Heap emulator stopped", file=sys.stderr, flush=True)
+
+
+def _masked(app_id: str) -> str:
+    # The summary is printed by `make demo`; app_ids are secrets there too.
+    return app_id[:2] + "*" * max(0, len(app_id) - 4) + app_id[-2:] if len(app_id) > 4 else "****"
+
+
+def summarize(state: Mapping[str, Any], *, limit: int = 3) -> str:
+    """A short human summary of a state snapshot: counts, then the first few of each kind."""
+    users = [(app, ident, props) for app, byid in state["users"].items() for ident, props in byid.items()]
+    accounts = [(app, aid, props) for app, byid in state["accounts"].items() for aid, props in byid.items()]
+    events = state["events"]
+    lines = [
+        f"users: {len(users)}   accounts: {len(accounts)}   events: {len(events)}"
+        f" (+{state['duplicate_events']} duplicates ignored)",
+        "requests: " + (", ".join(f"{p} {n}" for p, n in sorted(state["requests"].items())) or "none"),
+        "statuses: " + (", ".join(f"{s}: {n}" for s, n in sorted(state["status_counts"].items())) or "none"),
+    ]
+    for title, rows in (("users", users), ("accounts", accounts)):
+        if rows:
+            lines.append(f"first {title}:")
+            lines += [
+                f"  [{_masked(app)}] {key}  {json.dumps(props, sort_keys=True)}" for app, key, props in rows[:limit]
+            ]
+    if events:
+        lines.append("first events:")
+        lines += [
+            f"  [{_masked(e['app_id'])}] {e['identity']}  {e['event']} @ {e['timestamp']}  "
+            f"{json.dumps(e['properties'], sort_keys=True)}"
+            for e in events[:limit]
+        ]
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m heap_dbt.emulator", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("serve", help="run the emulator until SIGINT/SIGTERM (the default)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8765)
+    run.add_argument("--fail-rate", type=float, default=0.0, help="probability of a random 500")
+    run.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+    run.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each answer")
+    run.add_argument("--events-per-minute", type=int, default=None, help="per app_id (Heap: 15000)")
+    run.add_argument("--events-per-identity-per-minute", type=int, default=None, help="(Heap: 1000)")
+    run.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    run.add_argument("--state-file", type=Path, default=None, help="keep the state as JSON here")
+    show = commands.add_parser("show", help="print a summary of a running emulator's state")
+    show.add_argument("--url", default="http://127.0.0.1:8765")
+    show.add_argument("--limit", type=int, default=3, help="how many of each kind to list")
+    show.add_argument("--json", action="store_true", help="print the full state as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
+        args_list.insert(0, "serve")
+    args = _parser().parse_args(args_list)
+    if args.command == "show":
+        url = args.url.rstrip("/") + "/_emulator/state"
+        if not url.startswith(("http://", "https://")):
+            print(f"Error: --url must be http(s), got {args.url}", file=sys.stderr)
+            return 2
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (scheme checked)
+                state = json.load(response)
+        except OSError as exc:
+            print(f"Error: cannot read {url}: {exc}. Is the emulator running?", file=sys.stderr)
+            return 1
+        print(
+            json.dumps(state, indent=2, sort_keys=True) if args.json else summarize(state, limit=args.limit)
+        )
+        return 0
+    emulator = HeapEmulator(
+        fail_rate=args.fail_rate,
+        seed=args.seed,
+        delay=args.delay,
+        events_per_minute=args.events_per_minute,
+        events_per_identity_per_minute=args.events_per_identity_per_minute,
+        max_body_bytes=args.max_body_bytes,
+        state_file=args.state_file,
+    )
+    asyncio.run(_serve_forever(emulator, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
