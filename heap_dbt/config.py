@@ -67,7 +67,7 @@ class SyncSpec:
 
 
 def _where(model: ModelNode, path: str) -> str:
-    return f"model {model.name} ({path})"
+    return f"model {model.name}, {path}"
 
 
 def _check_property_name(name: str, where: str, problems: list[str]) -> None:

@@ -543,7 +543,8 @@ class HeapEmulator:
                 drop = True
             else:
                 drop = False
-            scripted = config.script.popleft() if config.script else None
+            # A dropped request does not consume the script: each scripted answer is sent.
+            scripted = config.script.popleft() if config.script and not drop else None
             random_failure = (
                 not drop
                 and scripted is None

@@ -108,7 +108,7 @@ def _prepare(
     """Check every spec against its table and build its query; collect all problems."""
     prepared: list[_Prepared] = []
     for spec in specs:
-        where = f"model {spec.model.name} ({spec.meta_path})"
+        where = f"model {spec.model.name}, {spec.meta_path}"
         app_id = _resolve_app_id(spec, options)
         if app_id is None and not options.dry_run:
             problems.append(

@@ -1,0 +1,94 @@
+"""Shared fixtures: a dbt-built copy of the sample project, the Heap emulator, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from heap_dbt.emulator import RunningEmulator, run_in_thread
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_dbt_project"
+BIN = Path(sys.executable).parent
+APP_ID = "4815162342"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for dbt and heap-dbt subprocesses, without leaks from the caller's."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HEAP_", "DBT_")) and k != "PYTEST_CURRENT_TEST"
+    }
+    env["DBT_SEND_ANONYMOUS_USAGE_STATS"] = "false"
+    env["DBT_PARTIAL_PARSE"] = "false"
+    env.update(extra)
+    return env
+
+
+def dbt(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a real dbt command in ``project``; fail the test with dbt's output if it fails."""
+    proc = subprocess.run(
+        [str(BIN / "dbt"), *args, "--profiles-dir", "."],
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"dbt {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def heap_dbt(
+    project: Path, *args: str, base_url: str | None = None, app_id: str | None = APP_ID, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``heap-dbt`` CLI in ``project`` as a user would."""
+    extra = dict(env)
+    if base_url:
+        extra["HEAP_BASE_URL"] = base_url
+    if app_id:
+        extra["HEAP_APP_ID"] = app_id
+    return subprocess.run(
+        [str(BIN / "heap-dbt"), *args],
+        cwd=project,
+        env=clean_env(**extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def built_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample project, copied and built once per session with `dbt build`."""
+    project = tmp_path_factory.mktemp("sample") / "heap_demo"
+    shutil.copytree(
+        SAMPLE, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", "dbt_packages")
+    )
+    dbt(project, "build", "--quiet")
+    return project
+
+
+@pytest.fixture
+def project(built_sample: Path, tmp_path: Path) -> Path:
+    """A private copy of the built sample project (DuckDB file and target/ included)."""
+    dest = tmp_path / "heap_demo"
+    shutil.copytree(built_sample, dest)
+    return dest
+
+
+@pytest.fixture
+def emulator() -> Iterator[RunningEmulator]:
+    """A fresh local Heap emulator on loopback."""
+    with run_in_thread() as running:
+        yield running
