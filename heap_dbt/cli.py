@@ -24,9 +24,13 @@ ProjectDir = Annotated[
 ]
 ProfilesDir = Annotated[
     Path | None,
-    typer.Option(help="Where profiles.yml is (default: DBT_PROFILES_DIR, dbt's last run, the project dir, ~/.dbt)."),
+    typer.Option(
+        help="Where profiles.yml is (default: DBT_PROFILES_DIR, dbt's last run, the project dir, ~/.dbt)."
+    ),
 ]
-TargetOpt = Annotated[str | None, typer.Option(help="dbt target (default: dbt's last run, then the profile's).")]
+TargetOpt = Annotated[
+    str | None, typer.Option(help="dbt target (default: dbt's last run, then the profile's).")
+]
 TargetPath = Annotated[
     Path | None, typer.Option(help="dbt's target path, where manifest.json is (default: target).")
 ]
@@ -84,9 +88,13 @@ def sync(
     events_per_identity_per_minute: Annotated[
         int, typer.Option(min=0, help="Event rate limit per identity (Heap: 1,000; 0 = no limit).")
     ] = 1_000,
-    max_attempts: Annotated[int, typer.Option(min=1, help="Attempts per request on 429, 5xx or network errors.")] = 6,
+    max_attempts: Annotated[
+        int, typer.Option(min=1, help="Attempts per request on 429, 5xx or network errors.")
+    ] = 6,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each response.")] = 30.0,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Read, validate and build payloads; send nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Read, validate and build payloads; send nothing.")
+    ] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -177,7 +185,11 @@ def list_syncs(
     else:
         for r in rows:
             props = r["properties"]
-            shown = ", ".join(f"{k}<-{v}" if k != v else k for k, v in props.items()) if isinstance(props, dict) else props
+            shown = (
+                ", ".join(f"{k}<-{v}" if k != v else k for k, v in props.items())
+                if isinstance(props, dict)
+                else props
+            )
             typer.echo(f"{r['model']:<24} {r['object']:<8} key={r['key']:<16} {shown}")
         if not rows:
             typer.echo("No model in the manifest declares `meta.heap`.")

@@ -50,11 +50,11 @@ class SyncSpec:
         return f"{self.model.name}{suffix}"
 
     def sync_id(self, app_id: str) -> str:
-        """A stable identity from model, object, key column and app_id.
+        """A stable identity from model, meta block, object, key column and app_id.
 
         Two syncs never share state by accident, and the app_id is hashed, not stored.
         """
-        raw = "\x1f".join([self.model.unique_id, self.object, self.key, app_id])
+        raw = "\x1f".join([self.model.unique_id, self.meta_path, self.object, self.key, app_id])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def reserved_columns(self) -> set[str]:
@@ -75,8 +75,7 @@ def _check_property_name(name: str, where: str, problems: list[str]) -> None:
         problems.append(f"{where}: a property name is empty.")
     elif name.lower() == "id":
         problems.append(
-            f"{where}: property {name!r} is reserved by Heap (any casing of 'id'); "
-            "rename it in `fields`."
+            f"{where}: property {name!r} is reserved by Heap (any casing of 'id'); rename it in `fields`."
         )
     elif len(name) > MAX_PROPERTY_NAME:
         problems.append(
@@ -85,9 +84,7 @@ def _check_property_name(name: str, where: str, problems: list[str]) -> None:
         )
 
 
-def _parse_block(
-    model: ModelNode, block: Any, path: str, problems: list[str]
-) -> SyncSpec | None:
+def _parse_block(model: ModelNode, block: Any, path: str, problems: list[str]) -> SyncSpec | None:
     where = _where(model, path)
     if not isinstance(block, dict):
         problems.append(f"{where}: expected a mapping with at least `object` and `key`.")
@@ -98,20 +95,12 @@ def _parse_block(
     if obj is None:
         problems.append(f"{where}.object: missing; set it to user, account or event.")
     elif obj not in OBJECTS:
-        problems.append(
-            f"{where}.object: unknown object {obj_raw!r}; use user, account or event."
-        )
+        problems.append(f"{where}.object: unknown object {obj_raw!r}; use user, account or event.")
     allowed = _COMMON_OPTIONS | (_EVENT_OPTIONS if obj == "event" else set())
     for option in block:
         if option not in allowed:
-            hint = (
-                " (event options only apply to `object: event`)"
-                if option in _EVENT_OPTIONS
-                else ""
-            )
-            problems.append(
-                f"{where}.{option}: unknown option{hint}; allowed: {', '.join(sorted(allowed))}."
-            )
+            hint = " (event options only apply to `object: event`)" if option in _EVENT_OPTIONS else ""
+            problems.append(f"{where}.{option}: unknown option{hint}; allowed: {', '.join(sorted(allowed))}.")
     key = block.get("key")
     if not key or not isinstance(key, str):
         what = KEY_NAMES.get(obj or "", "sync key")
@@ -126,9 +115,7 @@ def _parse_block(
         ):
             parsed_fields = dict(fields)
         else:
-            problems.append(
-                f"{where}.fields: expected a mapping of Heap property -> column name."
-            )
+            problems.append(f"{where}.fields: expected a mapping of Heap property -> column name.")
         for prop in parsed_fields or {}:
             _check_property_name(prop, f"{where}.fields", problems)
     behavior = block.get("behavior")
@@ -157,9 +144,7 @@ def _parse_block(
                 f"{where}.identity: missing; events need the column that holds the user's identity."
             )
         if event_opts["event_name"] and event_opts["event_name_column"]:
-            problems.append(
-                f"{where}: set either event_name (a fixed name) or event_name_column, not both."
-            )
+            problems.append(f"{where}: set either event_name (a fixed name) or event_name_column, not both.")
         elif not event_opts["event_name"] and not event_opts["event_name_column"]:
             problems.append(
                 f"{where}.event_name: missing; set event_name: <Name> or event_name_column: <column>."
@@ -177,7 +162,10 @@ def _parse_block(
         behavior=default_behavior,
         app_id=str(app_id) if app_id is not None else None,
         truncate=bool(truncate),
-        **event_opts,
+        identity=event_opts.get("identity"),
+        event_name=event_opts.get("event_name"),
+        event_name_column=event_opts.get("event_name_column"),
+        timestamp=event_opts.get("timestamp"),
     )
 
 

@@ -820,7 +820,8 @@ def summarize(state: Mapping[str, Any], *, limit: int = 3) -> str:
         if rows:
             lines.append(f"first {title}:")
             lines += [
-                f"  [{_masked(app)}] {key}  {json.dumps(props, sort_keys=True)}" for app, key, props in rows[:limit]
+                f"  [{_masked(app)}] {key}  {json.dumps(props, sort_keys=True)}"
+                for app, key, props in rows[:limit]
             ]
     if events:
         lines.append("first events:")

@@ -66,14 +66,10 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
 
     Returns the paths, the manifest, the specs that parsed, and every problem found.
     """
-    paths = resolve_project(
-        project_dir=options.project_dir, target_path=options.target_path, env=options.env
-    )
+    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
     manifest = load_manifest(paths.target_path / "manifest.json")
     chosen = select_models(manifest, select=options.select, exclude=options.exclude)
-    models = sorted(
-        (m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id
-    )
+    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
     problems: list[str] = []
     specs = parse_specs(models, problems)
     return paths, manifest, specs, problems
@@ -114,7 +110,7 @@ def _prepare(
             problems.append(
                 f"{where}: no Heap app_id; pass --app-id, set HEAP_APP_ID, or set app_id in the block."
             )
-        assert spec.model.relation_name is not None  # noqa: S101  # parse_specs skips ephemeral models
+        assert spec.model.relation_name is not None  # parse_specs skips ephemeral models
         try:
             columns = reader.columns(spec.model.relation_name)
         except MissingRelationError:
@@ -135,7 +131,7 @@ def _prepare(
                 )
         if len(problems) > found:
             continue
-        query = sql.record_query(resolved, columns, model_label=spec.model.name)
+        query = sql.record_query(resolved, columns, model_label=spec.label)
         prepared.append(_Prepared(resolved, app_id or "<app_id>", query))
     prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
     return prepared
@@ -156,8 +152,14 @@ class _Chunk:
         mid = len(self) // 2
         ids = self.identities
         return (
-            _Chunk(self.records.slice(0, mid), self.keys.slice(0, mid), ids.slice(0, mid) if ids is not None else None),
-            _Chunk(self.records.slice(mid), self.keys.slice(mid), ids.slice(mid) if ids is not None else None),
+            _Chunk(
+                self.records.slice(0, mid),
+                self.keys.slice(0, mid),
+                ids.slice(0, mid) if ids is not None else None,
+            ),
+            _Chunk(
+                self.records.slice(mid), self.keys.slice(mid), ids.slice(mid) if ids is not None else None
+            ),
         )
 
     def joined(self) -> bytes:
@@ -207,6 +209,7 @@ class _SyncRun:
         options: SyncOptions,
         clock: Clock,
         abort: dict[str, str],
+        rng: random.Random | None = None,
     ) -> None:
         self.spec = prepared.spec
         self.result = result
@@ -217,7 +220,7 @@ class _SyncRun:
         self.limiter = limiter if self.spec.object == "event" else None
         self.policy = heap.RetryPolicy(max_attempts=options.max_attempts)
         self.clock = clock
-        self.rng = random.Random()  # noqa: S311  # jitter, not crypto
+        self.rng = rng or random.Random()  # noqa: S311  # jitter, not crypto
         self.abort = abort
 
     def _fail(self, chunk: _Chunk, reason: str) -> None:
@@ -235,7 +238,7 @@ class _SyncRun:
             attempt += 1
             if self.limiter is not None:
                 await self.limiter.admit(len(chunk), chunk.identity_counts())
-            assert self.transport is not None  # noqa: S101  # dry runs never send
+            assert self.transport is not None  # dry runs never send
             retry_after: float | None = None
             try:
                 response = await self.transport.post(self.path, body)
@@ -294,7 +297,9 @@ async def _run_one(
 
     result = run.result
     spec = prepared.spec
-    max_items = run.limiter.max_batch(heap.MAX_ITEMS_PER_REQUEST) if run.limiter else heap.MAX_ITEMS_PER_REQUEST
+    max_items = (
+        run.limiter.max_batch(heap.MAX_ITEMS_PER_REQUEST) if run.limiter else heap.MAX_ITEMS_PER_REQUEST
+    )
     stream = reader.stream(prepared.query.sql, batch_rows=ARROW_BATCH_ROWS)
     pending: asyncio.Task[Any] = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
     tasks: set[asyncio.Task[None]] = set()
@@ -432,7 +437,9 @@ def run_sync(
                 await _run_async(plan, reader, report, options, transport=None, clock=clk, progress=progress)
                 return
             if transport is not None:
-                await _run_async(plan, reader, report, options, transport=transport, clock=clk, progress=progress)
+                await _run_async(
+                    plan, reader, report, options, transport=transport, clock=clk, progress=progress
+                )
                 return
             async with AiohttpTransport(
                 url, concurrency=options.concurrency, timeout=options.timeout

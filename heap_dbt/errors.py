@@ -62,9 +62,7 @@ class HeapAPIError(HeapDbtError):
 class RetriableAPIError(HeapAPIError):
     """Raised for 429, 5xx, connection errors and timeouts; worth another attempt."""
 
-    def __init__(
-        self, message: str, *, status: int | None = None, retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status)
 

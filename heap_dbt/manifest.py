@@ -204,9 +204,7 @@ def _match_atom(manifest: Manifest, atom: str) -> set[str]:
             if any(fnmatch.fnmatchcase(t, value) for t in m.tags):
                 out.add(uid)
         elif method == "path":
-            if m.original_file_path == value or m.original_file_path.startswith(
-                value.rstrip("/") + "/"
-            ):
+            if m.original_file_path == value or m.original_file_path.startswith(value.rstrip("/") + "/"):
                 out.add(uid)
         else:
             raise ManifestError(
@@ -237,9 +235,7 @@ def _select_one(manifest: Manifest, selector: str) -> set[str]:
     return result or set()
 
 
-def select_models(
-    manifest: Manifest, *, select: list[str] | None, exclude: list[str] | None
-) -> set[str]:
+def select_models(manifest: Manifest, *, select: list[str] | None, exclude: list[str] | None) -> set[str]:
     """The unique ids chosen by dbt-style ``--select`` and ``--exclude``.
 
     Space-separated selectors (or repeated flags) are a union, commas intersect, and

@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 import yaml
+from jinja2.nativetypes import NativeEnvironment
 
 from heap_dbt.errors import ConfigError
 
@@ -81,31 +82,48 @@ def _env_var(env: Mapping[str, str]) -> Any:
     return env_var
 
 
-def _render(value: Any, jenv: jinja2.Environment) -> Any:
+class _Native:
+    """A value an ``as_number``/``as_bool``/``as_native`` filter asked to keep as is."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+def _render(value: Any, jenv: NativeEnvironment) -> Any:
+    """Render Jinja in every string; text stays text unless a filter asks otherwise (as dbt)."""
     if isinstance(value, dict):
         return {k: _render(v, jenv) for k, v in value.items()}
     if isinstance(value, list):
         return [_render(v, jenv) for v in value]
     if isinstance(value, str) and ("{{" in value or "{%" in value):
-        rendered = jenv.from_string(value).render()
-        if isinstance(rendered, str):
-            try:
-                parsed = yaml.safe_load(rendered)
-            except yaml.YAMLError:
-                return rendered
-            # dbt turns rendered numbers back into numbers (port: "{{ env_var('P') }}").
-            return parsed if isinstance(parsed, int | float | bool) else rendered
-        return rendered
+        template = jenv.from_string(value)
+        parts = list(template.root_render_func(template.new_context()))
+        if len(parts) == 1 and isinstance(parts[0], _Native):
+            return parts[0].value
+        return "".join(str(p) for p in parts)
     return value
 
 
-def _jinja(env: Mapping[str, str]) -> jinja2.Environment:
-    jenv = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)  # noqa: S701  # renders YAML, not HTML
+def _as_number(value: Any) -> _Native:
+    text = str(value).strip()
+    try:
+        return _Native(int(text))
+    except ValueError:
+        return _Native(float(text))
+
+
+def _jinja(env: Mapping[str, str]) -> NativeEnvironment:
+    # The native environment hands rendered values to _render unconverted, so an as_* filter's
+    # value survives and everything else is joined as text.
+    jenv = NativeEnvironment(undefined=jinja2.StrictUndefined)
     jenv.globals["env_var"] = _env_var(env)
-    jenv.filters["as_number"] = lambda v: yaml.safe_load(str(v))
-    jenv.filters["as_bool"] = lambda v: str(v).strip().lower() in {"true", "1", "yes", "on"}
+    jenv.filters["as_number"] = _as_number
+    jenv.filters["as_bool"] = lambda v: _Native(str(v).strip().lower() in {"true", "1", "yes", "on"})
     jenv.filters["as_text"] = str
-    jenv.filters["as_native"] = lambda v: yaml.safe_load(str(v))
+    jenv.filters["as_native"] = lambda v: _Native(yaml.safe_load(str(v)))
     return jenv
 
 

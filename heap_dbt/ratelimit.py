@@ -34,13 +34,14 @@ class SlidingWindow:
         self._log: deque[tuple[float, int]] = deque()
         self._used = 0
 
-    def _prune(self, now: float) -> None:
+    def prune(self, now: float) -> None:
+        """Forget what left the window."""
         while self._log and self._log[0][0] <= now - self.window:
             self._used -= self._log.popleft()[1]
 
     def wait_time(self, n: int, now: float) -> float:
         """Seconds until ``n`` more units fit (0 if they fit now)."""
-        self._prune(now)
+        self.prune(now)
         excess = self._used + n - self.limit
         if excess <= 0:
             return 0.0
@@ -67,9 +68,7 @@ class EventRateLimiter:
     admitted one at a time, in order, so a large batch is not starved by small ones.
     """
 
-    def __init__(
-        self, *, per_app: int, per_identity: int, clock: Clock, window: float = 60.0
-    ) -> None:
+    def __init__(self, *, per_app: int, per_identity: int, clock: Clock, window: float = 60.0) -> None:
         self._clock = clock
         self._app = SlidingWindow(per_app, window=window) if per_app > 0 else None
         self._per_identity = per_identity
@@ -91,7 +90,15 @@ class EventRateLimiter:
         return max(1, min(caps))
 
     async def admit(self, total: int, per_identity: Mapping[str, int]) -> None:
-        """Wait until a request of ``total`` events, spread as ``per_identity``, may go."""
+        """Wait until a request of ``total`` events, spread as ``per_identity``, may go.
+
+        Raises:
+            ValueError: the request could never be admitted (larger than a limit).
+        """
+        over_app = self._app is not None and total > self._app.limit
+        over_identity = self._per_identity > 0 and any(n > self._per_identity for n in per_identity.values())
+        if over_app or over_identity:
+            raise ValueError(f"a request of {total} events exceeds a rate limit; cut it with max_batch()")
         async with self._lock:
             while True:
                 now = self._clock.monotonic()
@@ -115,6 +122,6 @@ class EventRateLimiter:
                         )
                     window.record(n, now)
                 if len(self._identities) > 10_000:
-                    self._identities = {
-                        k: w for k, w in self._identities.items() if w.wait_time(0, now) or not w.idle
-                    }
+                    for w in self._identities.values():
+                        w.prune(now)
+                    self._identities = {k: w for k, w in self._identities.items() if not w.idle}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -59,7 +58,7 @@ class AiohttpTransport:
             async with self._session.post(self._base_url + path, data=body) as resp:
                 text = await resp.text(errors="replace")
                 return HeapResponse(resp.status, text, resp.headers.get("Retry-After"))
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise RetriableAPIError(f"no answer from Heap within {self._timeout.total:g} s") from exc
         except aiohttp.ClientError as exc:
             raise RetriableAPIError(f"connection error: {type(exc).__name__}: {exc}") from exc

@@ -38,15 +38,13 @@ def expected_value(value: Any) -> Any:
 
 def table_rows(project: Path, table: str) -> list[dict[str, Any]]:
     with duckdb.connect(str(project / "heap_demo.duckdb"), read_only=True) as con:
-        cur = con.execute(f'SELECT * FROM "main"."{table}"')  # noqa: S608
+        cur = con.execute(f'SELECT * FROM "main"."{table}"')
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def properties(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
-    return {
-        prop: expected_value(row[col]) for prop, col in columns.items() if row[col] is not None
-    }
+    return {prop: expected_value(row[col]) for prop, col in columns.items() if row[col] is not None}
 
 
 def results_file(project: Path) -> dict[str, Any]:
@@ -55,16 +53,23 @@ def results_file(project: Path) -> dict[str, Any]:
 
 USER_FIELDS = {
     c: c
-    for c in (
-        "email account_id plan lifetime_value trial_end_date activation_date events_last_7_days "
-        "events_last_30_days is_activated last_seen_at feature_flags"
-    ).split()
+    for c in [
+        "email",
+        "account_id",
+        "plan",
+        "lifetime_value",
+        "trial_end_date",
+        "activation_date",
+        "events_last_7_days",
+        "events_last_30_days",
+        "is_activated",
+        "last_seen_at",
+        "feature_flags",
+    ]
 }
 
 
-def test_sync_delivers_every_row_of_all_three_objects(
-    project: Path, emulator: RunningEmulator
-) -> None:
+def test_sync_delivers_every_row_of_all_three_objects(project: Path, emulator: RunningEmulator) -> None:
     proc = heap_dbt(project, "sync", base_url=emulator.url)
 
     assert proc.returncode == 0, proc.stderr
@@ -75,9 +80,7 @@ def test_sync_delivers_every_row_of_all_three_objects(
 
     accounts = table_rows(project, "heap_accounts")
     account_cols = {c: c for c in accounts[0] if c != "account_id"}
-    assert state["accounts"][APP_ID] == {
-        a["account_id"]: properties(a, account_cols) for a in accounts
-    }
+    assert state["accounts"][APP_ID] == {a["account_id"]: properties(a, account_cols) for a in accounts}
 
     purchases = table_rows(project, "heap_purchases")
     event_cols = {c: c for c in ("amount_usd", "product", "quantity", "coupon")}
@@ -281,7 +284,9 @@ def test_truncate_true_cuts_long_values_and_counts_them(project: Path, emulator:
     add_bad_models(project)
     bad_project = project
     schema = bad_project / "models" / "bad" / "schema.yml"
-    schema.write_text(schema.read_text().replace("{object: user, key: email}", "{object: user, key: email, truncate: true}"))
+    schema.write_text(
+        schema.read_text().replace("{object: user, key: email}", "{object: user, key: email, truncate: true}")
+    )
     dbt(bad_project, "run", "-s", "bad_users", "--quiet")
 
     heap_dbt(bad_project, "sync", "-s", "bad_users", base_url=emulator.url)
@@ -303,8 +308,7 @@ def test_a_record_heap_refuses_is_isolated_and_the_rest_delivered(
     models = project / "models" / "extra"
     models.mkdir()
     (models / "wide_accounts.sql").write_text(
-        "select 'acct-' || i as account_id, i as n from range(10) t(i) "
-        f"union all select '{'a' * 300}', 99"
+        f"select 'acct-' || i as account_id, i as n from range(10) t(i) union all select '{'a' * 300}', 99"
     )
     (models / "schema.yml").write_text(
         "version: 2\nmodels:\n  - name: wide_accounts\n    config:\n      meta:\n"
@@ -448,6 +452,12 @@ def test_the_app_id_is_never_printed_or_written(project: Path, emulator: Running
     dry = heap_dbt(project, "sync", "--dry-run", base_url=emulator.url, app_id=secret)
 
     assert proc.returncode == 0
-    for text in (proc.stdout, proc.stderr, dry.stdout, dry.stderr, (project / "target" / "heap_sync_results.json").read_text()):
+    for text in (
+        proc.stdout,
+        proc.stderr,
+        dry.stdout,
+        dry.stderr,
+        (project / "target" / "heap_sync_results.json").read_text(),
+    ):
         assert secret not in text
     assert secret in emulator.emulator.snapshot()["users"]

@@ -67,6 +67,4 @@ def open_reader(target: Target, *, project_dir: Path) -> WarehouseReader:
         from heap_dbt.warehouse.duckdb import DuckDBReader
 
         return DuckDBReader.from_target(target, project_dir=project_dir)
-    raise ConfigError(
-        f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads DuckDB so far."
-    )
+    raise ConfigError(f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads DuckDB so far.")

@@ -11,7 +11,6 @@ from heap_dbt.errors import WarehouseError
 from heap_dbt.warehouse import Column, ColumnType, MissingRelationError
 
 if TYPE_CHECKING:
-    import duckdb
     import pyarrow as pa
 
     from heap_dbt.profiles import Target
@@ -39,19 +38,15 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def column_type(t: duckdb.DuckDBPyType) -> ColumnType:
-    """Reduce a DuckDB type to a ColumnType."""
+def column_type(t: Any) -> ColumnType:
+    """Reduce a DuckDB type (a ``DuckDBPyType``, whose module moves between releases) to a ColumnType."""
     type_id = t.id
     if type_id == "struct":
-        return ColumnType(
-            "struct", str(t), tuple((name, column_type(child)) for name, child in t.children)
-        )
+        return ColumnType("struct", str(t), tuple((name, column_type(child)) for name, child in t.children))
     if type_id in ("list", "array"):
         return ColumnType("list", str(t), (("element", column_type(t.children[0][1])),))
     if type_id == "map":
-        return ColumnType(
-            "map", str(t), tuple((name, column_type(child)) for name, child in t.children)
-        )
+        return ColumnType("map", str(t), tuple((name, column_type(child)) for name, child in t.children))
     return ColumnType(_SIMPLE_KINDS.get(type_id, "other"), str(t))
 
 
@@ -109,9 +104,7 @@ class DuckDBReader:
         if entry.get("type"):
             options.append(f"TYPE {entry['type']}")
         options.append("READ_ONLY")
-        self._con.execute(
-            f"ATTACH {_literal(apath)} AS {_quote(alias)} ({', '.join(options)})"
-        )
+        self._con.execute(f"ATTACH {_literal(apath)} AS {_quote(alias)} ({', '.join(options)})")
 
     @classmethod
     def from_target(cls, target: Target, *, project_dir: Path) -> DuckDBReader:
@@ -135,7 +128,7 @@ class DuckDBReader:
         import duckdb
 
         try:
-            rel = self._con.sql(f"SELECT * FROM {relation} LIMIT 0")  # noqa: S608  # relation_name from the manifest
+            rel = self._con.sql(f"SELECT * FROM {relation} LIMIT 0")  # relation_name from the manifest
         except duckdb.CatalogException as exc:
             raise MissingRelationError(str(exc)) from exc
         except duckdb.Error as exc:

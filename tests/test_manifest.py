@@ -1,0 +1,325 @@
+"""Reading manifest.json and choosing models the way dbt's --select and --exclude do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heap_dbt.errors import ManifestError
+from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_models
+
+SCHEMA = "https://schemas.getdbt.com/dbt/manifest/v12.json"
+
+
+def node(
+    name: str,
+    *,
+    path: str | None = None,
+    tags: list[str] | None = None,
+    meta: dict[str, Any] | None = None,
+    top_meta: dict[str, Any] | None = None,
+    enabled: bool = True,
+    materialized: str = "table",
+    resource_type: str = "model",
+) -> dict[str, Any]:
+    return {
+        "unique_id": f"{resource_type}.demo.{name}",
+        "resource_type": resource_type,
+        "name": name,
+        "package_name": "demo",
+        "relation_name": f'"dev"."main"."{name}"',
+        "config": {
+            "materialized": materialized,
+            "enabled": enabled,
+            "meta": meta or {},
+            "tags": tags or [],
+        },
+        "meta": top_meta or {},
+        "tags": tags or [],
+        "fqn": [
+            "demo",
+            *(path or f"models/{name}.sql").removeprefix("models/").removesuffix(".sql").split("/"),
+        ],
+        "original_file_path": path or f"models/{name}.sql",
+        "columns": {"ignored": {"name": "ignored"}},
+    }
+
+
+def write_manifest(
+    tmp_path: Path,
+    nodes: list[dict[str, Any]],
+    *,
+    edges: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    schema: str = SCHEMA,
+) -> Path:
+    """Write a manifest; ``edges`` are (parent, child) pairs of node names."""
+    ids = {n["name"]: n["unique_id"] for n in nodes}
+    parent_map: dict[str, list[str]] = {uid: [] for uid in ids.values()}
+    child_map: dict[str, list[str]] = {uid: [] for uid in ids.values()}
+    for parent, child in edges:
+        parent_map[ids[child]].append(ids[parent])
+        child_map[ids[parent]].append(ids[child])
+    doc = {
+        "metadata": {
+            "dbt_schema_version": schema,
+            "dbt_version": "1.10.0",
+            "invocation_id": "inv-1",
+            "adapter_type": "duckdb",
+            "generated_at": "2025-01-01T00:00:00Z",
+        },
+        "nodes": {n["unique_id"]: n for n in nodes},
+        "sources": {},
+        "parent_map": parent_map,
+        "child_map": child_map,
+    }
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+# --- load_manifest ----------------------------------------------------------------------------------
+
+
+def test_missing_manifest_says_to_run_dbt(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"No dbt manifest at .*manifest\.json\. Run `dbt run`"):
+        load_manifest(tmp_path / "target" / "manifest.json")
+
+
+def test_manifest_that_is_a_directory_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").mkdir()
+    with pytest.raises(ManifestError, match="Cannot read the dbt manifest"):
+        load_manifest(tmp_path / "manifest.json")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param("{not json", id="not-json"),
+        pytest.param("", id="empty"),
+        pytest.param("[]", id="a-list"),
+        pytest.param('{"nodes": {}}', id="no-metadata"),
+        pytest.param('{"metadata": {}, "nodes": {"x": {"name": "x"}}}', id="node-missing-fields"),
+    ],
+)
+def test_invalid_manifest_is_reported(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "manifest.json"
+    path.write_text(content)
+    with pytest.raises(ManifestError, match=r"is not a valid manifest\.json .*Re-run `dbt run`"):
+        load_manifest(path)
+
+
+@pytest.mark.parametrize(
+    ("schema", "supported"),
+    [
+        ("https://schemas.getdbt.com/dbt/manifest/v10.json", True),
+        ("https://schemas.getdbt.com/dbt/manifest/v11.json", True),
+        ("https://schemas.getdbt.com/dbt/manifest/v12.json", True),
+        ("https://schemas.getdbt.com/dbt/manifest/v9.json", False),
+        ("https://schemas.getdbt.com/dbt/manifest/v99.json", False),
+        ("", False),
+    ],
+    ids=["v10", "v11", "v12", "v9", "v99", "none"],
+)
+def test_schema_version(tmp_path: Path, schema: str, supported: bool) -> None:
+    path = write_manifest(tmp_path, [node("a")], schema=schema)
+    if supported:
+        assert set(load_manifest(path).models) == {"model.demo.a"}
+    else:
+        with pytest.raises(ManifestError, match=r"has schema version \w+; heap-dbt reads v10, v11, v12\."):
+            load_manifest(path)
+
+
+def test_model_fields_are_read(tmp_path: Path) -> None:
+    heap = {"object": "user", "key": "id"}
+    path = write_manifest(
+        tmp_path,
+        [node("dim_users", path="models/marts/dim_users.sql", tags=["nightly"], meta={"heap": heap})],
+    )
+    manifest = load_manifest(path)
+    m = manifest.models["model.demo.dim_users"]
+    assert (m.name, m.relation_name, m.materialized, m.meta, m.tags, m.fqn, m.original_file_path) == (
+        "dim_users",
+        '"dev"."main"."dim_users"',
+        "table",
+        {"heap": heap},
+        ("nightly",),
+        ("demo", "marts", "dim_users"),
+        "models/marts/dim_users.sql",
+    )
+    assert (manifest.adapter_type, manifest.invocation_id) == ("duckdb", "inv-1")
+
+
+def test_meta_is_read_from_config_meta(tmp_path: Path) -> None:
+    path = write_manifest(
+        tmp_path,
+        [node("a", meta={"heap": {"object": "user"}}, top_meta={"heap": {"object": "stale"}}), node("b")],
+    )
+    manifest = load_manifest(path)
+    assert manifest.models["model.demo.a"].meta == {"heap": {"object": "user"}}
+    assert [m.name for m in manifest.heap_models()] == ["a"]
+
+
+def test_top_level_meta_is_the_fallback(tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, [node("a", top_meta={"heap": {"object": "user"}})])
+    assert load_manifest(path).models["model.demo.a"].meta == {"heap": {"object": "user"}}
+
+
+def test_disabled_models_and_other_nodes_are_skipped(tmp_path: Path) -> None:
+    path = write_manifest(
+        tmp_path,
+        [
+            node("on", meta={"heap": {}}),
+            node("off", enabled=False, meta={"heap": {}}),
+            node("seed_users", resource_type="seed", meta={"heap": {}}),
+            node("check", resource_type="test"),
+        ],
+    )
+    manifest = load_manifest(path)
+    assert set(manifest.models) == {"model.demo.on"}
+    assert [m.name for m in manifest.heap_models()] == ["on"]
+
+
+# --- run_results ------------------------------------------------------------------------------------
+
+
+def test_run_results_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "run_results.json"
+    path.write_text(
+        json.dumps(
+            {
+                "metadata": {
+                    "dbt_schema_version": "https://schemas.getdbt.com/dbt/run-results/v6.json",
+                    "invocation_id": "inv-9",
+                },
+                "results": [
+                    {"unique_id": "model.demo.a", "status": "success"},
+                    {"unique_id": "model.demo.b", "status": "error"},
+                ],
+                "args": {"which": "build", "target": "prod"},
+            }
+        )
+    )
+    results = load_run_results(path)
+    assert results is not None
+    assert (results.invocation_id, results.which, results.args["target"]) == ("inv-9", "build", "prod")
+    assert results.statuses == {"model.demo.a": "success", "model.demo.b": "error"}
+
+
+@pytest.mark.parametrize("content", [None, "{oops", "[]"], ids=["missing", "not-json", "wrong-shape"])
+def test_unreadable_run_results_are_none(tmp_path: Path, content: str | None) -> None:
+    path = tmp_path / "run_results.json"
+    if content is not None:
+        path.write_text(content)
+    assert load_run_results(path) is None
+
+
+# --- select_models ----------------------------------------------------------------------------------
+#
+#   raw_users ─> stg_users ─> dim_users ─> fct_activity
+#   raw_events ─> stg_events ─────────────┘
+#   other (alone)
+
+
+@pytest.fixture
+def dag(tmp_path: Path) -> Manifest:
+    nodes = [
+        node("raw_users", path="models/staging/raw_users.sql", tags=["raw"]),
+        node("raw_events", path="models/staging/raw_events.sql", tags=["raw"]),
+        node("stg_users", path="models/staging/stg_users.sql", tags=["staging"]),
+        node("stg_events", path="models/staging/stg_events.sql", tags=["staging", "events"]),
+        node("dim_users", path="models/marts/dim_users.sql", tags=["heap", "nightly"]),
+        node("fct_activity", path="models/marts/fct_activity.sql", tags=["heap", "events"]),
+        node("other", path="models/other.sql"),
+    ]
+    edges = [
+        ("raw_users", "stg_users"),
+        ("stg_users", "dim_users"),
+        ("dim_users", "fct_activity"),
+        ("raw_events", "stg_events"),
+        ("stg_events", "fct_activity"),
+    ]
+    return load_manifest(write_manifest(tmp_path, nodes, edges=edges))
+
+
+SELECTIONS = [
+    pytest.param(
+        None,
+        None,
+        {"raw_users", "raw_events", "stg_users", "stg_events", "dim_users", "fct_activity", "other"},
+        id="everything",
+    ),
+    pytest.param(["dim_users"], None, {"dim_users"}, id="name"),
+    pytest.param(["stg_*"], None, {"stg_users", "stg_events"}, id="glob"),
+    pytest.param(["demo.marts.*"], None, {"dim_users", "fct_activity"}, id="fqn-glob"),
+    pytest.param(["fqn:demo.staging.stg_users"], None, {"stg_users"}, id="fqn-method"),
+    pytest.param(["tag:heap"], None, {"dim_users", "fct_activity"}, id="tag"),
+    pytest.param(["tag:night*"], None, {"dim_users"}, id="tag-glob"),
+    pytest.param(["path:models/marts"], None, {"dim_users", "fct_activity"}, id="path-dir"),
+    pytest.param(["path:models/marts/"], None, {"dim_users", "fct_activity"}, id="path-dir-slash"),
+    pytest.param(["path:models/other.sql"], None, {"other"}, id="path-file"),
+    pytest.param(["path:models/mart"], None, set(), id="path-prefix-is-not-a-dir"),
+    pytest.param(["+dim_users"], None, {"raw_users", "stg_users", "dim_users"}, id="parents"),
+    pytest.param(["dim_users+"], None, {"dim_users", "fct_activity"}, id="children"),
+    pytest.param(
+        ["+dim_users+"], None, {"raw_users", "stg_users", "dim_users", "fct_activity"}, id="both-ways"
+    ),
+    pytest.param(["1+dim_users"], None, {"stg_users", "dim_users"}, id="one-parent-level"),
+    pytest.param(
+        ["2+fct_activity"],
+        None,
+        {"stg_users", "raw_events", "stg_events", "dim_users", "fct_activity"},
+        id="two-parent-levels",
+    ),
+    pytest.param(["raw_users+1"], None, {"raw_users", "stg_users"}, id="one-child-level"),
+    pytest.param(["tag:heap,tag:events"], None, {"fct_activity"}, id="intersection"),
+    pytest.param(
+        ["+fct_activity,tag:staging"], None, {"stg_users", "stg_events"}, id="intersection-with-graph"
+    ),
+    pytest.param(["dim_users other"], None, {"dim_users", "other"}, id="space-union"),
+    pytest.param(["dim_users", "other"], None, {"dim_users", "other"}, id="repeated-flag-union"),
+    pytest.param(["tag:heap"], ["fct_activity"], {"dim_users"}, id="exclude"),
+    pytest.param(None, ["tag:raw tag:staging"], {"dim_users", "fct_activity", "other"}, id="exclude-only"),
+    pytest.param(
+        ["+fct_activity"],
+        ["+stg_users"],
+        {"stg_events", "raw_events", "dim_users", "fct_activity"},
+        id="exclude-graph",
+    ),
+    pytest.param(["nothing_like_this"], None, set(), id="no-match"),
+]
+
+
+@pytest.mark.parametrize(("select", "exclude", "expected"), SELECTIONS)
+def test_select_models(
+    dag: Manifest, select: list[str] | None, exclude: list[str] | None, expected: set[str]
+) -> None:
+    chosen = select_models(dag, select=select, exclude=exclude)
+    assert {dag.models[uid].name for uid in chosen} == expected
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        pytest.param("config:materialized", "Unsupported selector method 'config'", id="unknown-method"),
+        pytest.param("source:raw", "Unsupported selector method 'source'", id="source-method"),
+        pytest.param("+", "Cannot read the selector '\\+'", id="bare-plus"),
+    ],
+)
+def test_bad_selector_is_an_error(dag: Manifest, selector: str, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        select_models(dag, select=[selector], exclude=None)
+
+
+def test_bad_exclude_is_an_error(dag: Manifest) -> None:
+    with pytest.raises(ManifestError, match="Unsupported selector method 'bogus'"):
+        select_models(dag, select=None, exclude=["bogus:x"])
+
+
+def test_graph_walk_passes_through_non_model_nodes(tmp_path: Path) -> None:
+    nodes = [node("a"), node("seed_x", resource_type="seed"), node("b")]
+    manifest = load_manifest(write_manifest(tmp_path, nodes, edges=[("a", "seed_x"), ("seed_x", "b")]))
+    chosen = select_models(manifest, select=["a+"], exclude=None)
+    assert chosen == {"model.demo.a", "model.demo.b"}

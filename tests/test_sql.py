@@ -1,0 +1,714 @@
+"""Records built by the warehouse: ``sql.record_query`` run over real DuckDB tables.
+
+Each test writes a small table into a DuckDB file, reads it back through ``DuckDBReader``
+as the engine does, and checks the exact JSON Heap would receive, or the exact reason a
+row is rejected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from heap_dbt import sql
+from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
+from heap_dbt.engine import SyncOptions, _prepare
+from heap_dbt.manifest import ModelNode
+from heap_dbt.warehouse.duckdb import DuckDBReader
+
+USER = {"object": "user", "key": "id"}
+ACCOUNT = {"object": "account", "key": "id"}
+EVENT = {"object": "event", "key": "id", "identity": "who", "event_name": "Signup"}
+EVENT_BY_COLUMN = {"object": "event", "key": "id", "identity": "who", "event_name_column": "ev"}
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str | None
+    reason: str | None
+    record: dict[str, Any]
+    truncated: int
+    identity: str | None
+
+
+class Warehouse:
+    """A DuckDB file in tmp_path; ``rows`` builds a table, plans a sync on it and runs its query."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.readers: list[DuckDBReader] = []
+
+    def model(self, table: str, heap: Any) -> ModelNode:
+        return ModelNode(
+            unique_id=f"model.demo.{table}",
+            name=table,
+            relation_name=f'"{self.path.stem}"."main"."{table}"',
+            materialized="table",
+            meta={"heap": heap},
+            tags=(),
+            fqn=("demo", table),
+            original_file_path=f"models/{table}.sql",
+        )
+
+    def create(self, table: str, select: str) -> None:
+        self.close()  # DuckDB lets one process attach a file once
+        con = duckdb.connect(str(self.path))
+        try:
+            con.execute(f'CREATE OR REPLACE TABLE "{table}" AS {select}')
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        while self.readers:
+            self.readers.pop().close()
+
+    def reader(self) -> DuckDBReader:
+        reader = DuckDBReader(self.path)
+        self.readers.append(reader)
+        return reader
+
+    def spec(self, reader: DuckDBReader, table: str, heap: Any) -> tuple[SyncSpec, list[Any]]:
+        problems: list[str] = []
+        (spec,) = parse_specs([self.model(table, heap)], problems)
+        assert spec.model.relation_name is not None
+        columns = reader.columns(spec.model.relation_name)
+        resolved = resolve_columns(spec, [c.name for c in columns], problems)
+        assert problems == []
+        return resolved, columns
+
+    def rows(self, select: str, heap: Any, *, table: str = "t", label: str | None = None) -> list[Row]:
+        self.create(table, select)
+        reader = self.reader()
+        spec, columns = self.spec(reader, table, heap)
+        query = sql.record_query(spec, columns, model_label=label or table)
+        return run(reader, query)
+
+
+def run(reader: DuckDBReader, query: sql.RecordQuery) -> list[Row]:
+    out: list[Row] = []
+    for batch in reader.stream(query.sql, batch_rows=1000):
+        for r in batch.to_pylist():
+            out.append(
+                Row(
+                    key=r[sql.KEY],
+                    reason=r[sql.REASON],
+                    record=json.loads(r[sql.RECORD]),
+                    truncated=r[sql.TRUNCATED],
+                    identity=r.get(sql.IDENTITY),
+                )
+            )
+    return sorted(out, key=lambda row: (row.key is None, row.key or ""))
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Iterator[Warehouse]:
+    warehouse = Warehouse(tmp_path / "wh.duckdb")
+    yield warehouse
+    warehouse.close()
+
+
+def one(wh: Warehouse, select: str, heap: Any = USER, **kwargs: Any) -> Row:
+    (row,) = wh.rows(select, heap, **kwargs)
+    return row
+
+
+def properties(wh: Warehouse, columns: str, heap: Any = USER) -> dict[str, Any]:
+    """The properties of one valid user row ``SELECT 'u1' AS id, <columns>``."""
+    row = one(wh, f"SELECT 'u1' AS id, {columns}", heap)
+    assert row.reason is None, row.reason
+    assert row.record["identity"] == "u1"
+    props: dict[str, Any] = row.record["properties"]
+    return props
+
+
+# --- value conversion -------------------------------------------------------------------------
+
+VALUES = [
+    pytest.param("'plain' AS v", "plain", id="string"),
+    pytest.param("'say \"hi\"' AS v", 'say "hi"', id="double-quotes"),
+    pytest.param("'it''s' AS v", "it's", id="single-quote"),
+    pytest.param("'back\\slash' AS v", "back\\slash", id="backslash"),
+    pytest.param("'line1' || chr(10) || 'line2' || chr(9) AS v", "line1\nline2\t", id="newline-tab"),
+    pytest.param("'héllo ✓ 😀 日本' AS v", "héllo ✓ 😀 日本", id="unicode"),
+    pytest.param("chr(1) AS v", "\x01", id="control-char"),
+    pytest.param("'' AS v", "", id="empty-string"),
+    pytest.param("'00123' AS v", "00123", id="numeric-looking-string"),
+    pytest.param("42 AS v", 42, id="integer"),
+    pytest.param("-7::TINYINT AS v", -7, id="tinyint"),
+    pytest.param("9007199254740993::BIGINT AS v", 9007199254740993, id="bigint-past-2^53"),
+    pytest.param("1.5::DOUBLE AS v", 1.5, id="double"),
+    pytest.param("0.1::FLOAT AS v", 0.10000000149011612, id="float32"),
+    pytest.param("1e300::DOUBLE AS v", 1e300, id="double-exponent"),
+    pytest.param("12.34::DECIMAL(10,2) AS v", 12.34, id="decimal"),
+    pytest.param("-0.5::DECIMAL(4,1) AS v", -0.5, id="negative-decimal"),
+    pytest.param("true AS v", "true", id="true"),
+    pytest.param("false AS v", "false", id="false"),
+    pytest.param("DATE '2024-02-29' AS v", "2024-02-29", id="date"),
+    pytest.param(
+        "TIMESTAMP '2024-01-02 03:04:05.123456' AS v", "2024-01-02T03:04:05.123Z", id="timestamp-micros-to-ms"
+    ),
+    pytest.param(
+        "TIMESTAMP '2024-01-02 03:04:05' AS v", "2024-01-02T03:04:05.000Z", id="timestamp-whole-second"
+    ),
+    pytest.param("TIMESTAMP_S '2024-01-02 03:04:05' AS v", "2024-01-02T03:04:05.000Z", id="timestamp-s"),
+    pytest.param(
+        "TIMESTAMP_NS '2024-01-02 03:04:05.987654321' AS v", "2024-01-02T03:04:05.987Z", id="timestamp-ns"
+    ),
+    pytest.param(
+        "TIMESTAMPTZ '2024-01-02 03:04:05.5+02:00' AS v", "2024-01-02T01:04:05.500Z", id="timestamptz-east"
+    ),
+    pytest.param(
+        "TIMESTAMPTZ '2024-01-01 23:30:00-07:30' AS v",
+        "2024-01-02T07:00:00.000Z",
+        id="timestamptz-west-next-day",
+    ),
+    pytest.param("['a', 'b', 'c'] AS v", "a||b||c", id="string-list"),
+    pytest.param("[1, 2, 3] AS v", "1||2||3", id="int-list"),
+    pytest.param("[true, false] AS v", "true||false", id="bool-list"),
+    pytest.param("[DATE '2024-01-01', DATE '2024-12-31'] AS v", "2024-01-01||2024-12-31", id="date-list"),
+    pytest.param("['a', NULL, 'b'] AS v", "a||b", id="list-skips-nulls"),
+    pytest.param("['x|y', 'z\"'] AS v", 'x|y||z"', id="list-escaping"),
+    pytest.param(
+        "'3f2504e0-4f89-11d3-9a0c-0305e82c3301'::UUID AS v", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", id="uuid"
+    ),
+]
+
+
+@pytest.mark.parametrize(("column", "expected"), VALUES)
+def test_value_is_converted_to_heap_json(wh: Warehouse, column: str, expected: Any) -> None:
+    props = properties(wh, column)
+    assert props == {"v": expected}
+    assert type(props["v"]) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("column", "expected_text"),
+    [
+        pytest.param("42 AS v", '"v":42', id="int"),
+        pytest.param("12.30::DECIMAL(10,2) AS v", '"v":12.30', id="decimal-keeps-scale"),
+        pytest.param("true AS v", '"v":"true"', id="bool-as-string"),
+    ],
+)
+def test_numbers_are_json_numbers_and_booleans_strings(
+    wh: Warehouse, column: str, expected_text: str
+) -> None:
+    wh.create("t", f"SELECT 'u1' AS id, {column}")
+    reader = wh.reader()
+    spec, columns = wh.spec(reader, "t", USER)
+    query = sql.record_query(spec, columns, model_label="t")
+    (batch,) = list(reader.stream(query.sql, batch_rows=10))
+    assert expected_text in batch.column(sql.RECORD)[0].as_py()
+
+
+def test_struct_flattens_to_dotted_names_two_levels_deep(wh: Warehouse) -> None:
+    props = properties(wh, "{'a': {'b': 1, 'c': 'z'}, 'e': true, 'n': NULL::INTEGER} AS s")
+    assert props == {"s.a.b": 1, "s.a.c": "z", "s.e": "true"}
+
+
+def test_struct_field_names_are_escaped(wh: Warehouse) -> None:
+    props = properties(wh, """{'we"ird': 1, 'it''s': 'x'} AS s""")
+    assert props == {'s.we"ird': 1, "s.it's": "x"}
+
+
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [
+        pytest.param("MAP {'k1': 1, 'k2': NULL, 'k3': 3} AS m", {"m.k1": 1, "m.k3": 3}, id="string-keys"),
+        pytest.param("MAP {1: 2.5, 2: -1.0} AS m", {"m.1": 2.5, "m.2": -1.0}, id="integer-keys"),
+        pytest.param("MAP {'a': true} AS m", {"m.a": "true"}, id="boolean-values"),
+        pytest.param("MAP {'a': NULL::INTEGER} AS m", {}, id="all-null-values"),
+    ],
+)
+def test_map_becomes_dotted_properties(wh: Warehouse, column: str, expected: dict[str, Any]) -> None:
+    assert properties(wh, column) == expected
+
+
+def test_map_of_strings_is_truncated_when_asked(wh: Warehouse) -> None:
+    heap = {**USER, "truncate": True}
+    row = one(wh, "SELECT 'u1' AS id, MAP {'k1': 'v1', 'k2': NULL, 'k3': repeat('z', 1100)} AS m", heap)
+    assert row.reason is None
+    assert row.record["properties"] == {"m.k1": "v1", "m.k3": "z" * 1023}
+    assert row.truncated == 1
+
+
+def test_map_of_strings_without_truncate(wh: Warehouse) -> None:
+    assert properties(wh, "MAP {'k1': 'v1', 'k2': NULL} AS m") == {"m.k1": "v1"}
+
+
+def test_null_values_are_left_out_whatever_their_type(wh: Warehouse) -> None:
+    props = properties(
+        wh,
+        "NULL::VARCHAR AS s, NULL::INTEGER AS i, NULL::DOUBLE AS f, NULL::DECIMAL(9,2) AS d, "
+        "NULL::BOOLEAN AS b, NULL::DATE AS dt, NULL::TIMESTAMP AS ts, NULL::TIMESTAMPTZ AS tz, "
+        "NULL::VARCHAR[] AS l, NULL::STRUCT(a INTEGER) AS st, NULL::MAP(VARCHAR, INTEGER) AS m, "
+        "'kept' AS k",
+    )
+    assert props == {"k": "kept"}
+
+
+def test_record_without_properties_has_an_empty_object(wh: Warehouse) -> None:
+    row = one(wh, "SELECT 'u1' AS id, NULL::VARCHAR AS plan")
+    assert row.record == {"identity": "u1", "properties": {}}
+
+
+def test_fields_rename_properties(wh: Warehouse) -> None:
+    heap = {**USER, "fields": {"Plan name": "plan", 'Quote "q"': "plan"}}
+    props = properties(wh, "'pro' AS plan, 'x' AS other", heap)
+    assert props == {"Plan name": "pro", 'Quote "q"': "pro"}
+
+
+@pytest.mark.parametrize(
+    ("heap", "select", "expected"),
+    [
+        pytest.param(
+            USER,
+            "SELECT 'a@x.com' AS id, 'pro' AS plan",
+            {"identity": "a@x.com", "properties": {"plan": "pro"}},
+            id="user",
+        ),
+        pytest.param(
+            USER,
+            "SELECT 42 AS id, 'pro' AS plan",
+            {"identity": "42", "properties": {"plan": "pro"}},
+            id="user-integer-key",
+        ),
+        pytest.param(
+            ACCOUNT,
+            "SELECT 'acme' AS id, 10 AS seats",
+            {"account_id": "acme", "properties": {"seats": 10}},
+            id="account",
+        ),
+    ],
+)
+def test_record_shape(wh: Warehouse, heap: Any, select: str, expected: dict[str, Any]) -> None:
+    row = one(wh, select, heap)
+    assert row.reason is None
+    assert row.record == expected
+    assert row.identity is None
+
+
+# --- events -----------------------------------------------------------------------------------
+
+
+def test_event_record_has_identity_event_timestamp_and_idempotency_key(wh: Warehouse) -> None:
+    heap = {**EVENT, "timestamp": "at"}
+    row = one(wh, "SELECT 1 AS id, 'u1' AS who, TIMESTAMP '2024-01-02 03:04:05.5' AS at, 'pro' AS plan", heap)
+    assert row.reason is None
+    key = row.record.pop("idempotency_key")
+    assert row.record == {
+        "identity": "u1",
+        "event": "Signup",
+        "timestamp": "2024-01-02T03:04:05.500Z",
+        "properties": {"plan": "pro"},
+    }
+    assert len(key) == 32
+    assert int(key, 16) >= 0
+    assert (row.key, row.identity) == ("1", "u1")
+
+
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [
+        pytest.param("TIMESTAMPTZ '2024-01-02 03:04:05+05:00'", "2024-01-01T22:04:05.000Z", id="timestamptz"),
+        pytest.param("DATE '2024-01-02'", "2024-01-02", id="date"),
+    ],
+)
+def test_event_timestamp_types(wh: Warehouse, column: str, expected: str) -> None:
+    row = one(wh, f"SELECT 1 AS id, 'u1' AS who, {column} AS at", {**EVENT, "timestamp": "at"})
+    assert row.record["timestamp"] == expected
+
+
+def test_event_without_timestamp_leaves_it_to_heap(wh: Warehouse) -> None:
+    row = one(wh, "SELECT 1 AS id, 'u1' AS who", EVENT)
+    assert "timestamp" not in row.record
+
+
+def test_event_name_from_a_column(wh: Warehouse) -> None:
+    rows = wh.rows(
+        "SELECT * FROM (VALUES (1, 'u1', 'Signup'), (2, 'u1', 'Paid \"pro\"')) v(id, who, ev)",
+        EVENT_BY_COLUMN,
+    )
+    assert [(r.record["event"], r.record["properties"]) for r in rows] == [
+        ("Signup", {}),
+        ('Paid "pro"', {}),
+    ]
+
+
+def test_fixed_event_name_is_escaped(wh: Warehouse) -> None:
+    heap = {**EVENT, "event_name": 'It\'s "quoted"'}
+    row = one(wh, "SELECT 1 AS id, 'u1' AS who", heap)
+    assert row.record["event"] == 'It\'s "quoted"'
+
+
+def test_integer_identity_is_sent_as_a_string(wh: Warehouse) -> None:
+    row = one(wh, "SELECT 1 AS id, 42 AS who", EVENT)
+    assert (row.record["identity"], row.identity) == ("42", "42")
+
+
+def idempotency_keys(wh: Warehouse, select: str, *, label: str) -> dict[str | None, str]:
+    return {r.key: r.record["idempotency_key"] for r in wh.rows(select, EVENT, label=label)}
+
+
+TWO_EVENTS = "SELECT * FROM (VALUES (1, 'u1'), (2, 'u1')) v(id, who)"
+
+
+def test_idempotency_key_is_deterministic_across_runs(wh: Warehouse) -> None:
+    first = idempotency_keys(wh, TWO_EVENTS, label="events")
+    second = idempotency_keys(wh, TWO_EVENTS, label="events")
+    assert first == second
+    assert first["1"] != first["2"]
+
+
+def test_idempotency_key_differs_across_models(wh: Warehouse) -> None:
+    a = idempotency_keys(wh, TWO_EVENTS, label="fct_signups")
+    b = idempotency_keys(wh, TWO_EVENTS, label="fct_payments")
+    assert a["1"] != b["1"]
+    assert a["2"] != b["2"]
+
+
+def test_idempotency_key_ignores_property_values(wh: Warehouse) -> None:
+    before = one(wh, "SELECT 1 AS id, 'u1' AS who, 'a' AS plan", EVENT)
+    after = one(wh, "SELECT 1 AS id, 'u1' AS who, 'b' AS plan", EVENT)
+    assert before.record["idempotency_key"] == after.record["idempotency_key"]
+
+
+def test_two_event_blocks_of_one_model_get_distinct_idempotency_keys(wh: Warehouse) -> None:
+    wh.create("t", "SELECT 1 AS id, 'u1' AS who")
+    blocks = [{**EVENT, "event_name": "Signup"}, {**EVENT, "event_name": "Activated"}]
+    problems: list[str] = []
+    specs = parse_specs([wh.model("t", blocks)], problems)
+    reader = wh.reader()
+    plan = _prepare(specs, reader, SyncOptions(app_id="1"), problems)
+    assert problems == []
+    (signup,), (activated,) = (run(reader, p.query) for p in plan)
+    assert {signup.record["event"], activated.record["event"]} == {"Signup", "Activated"}
+    assert signup.record["idempotency_key"] != activated.record["idempotency_key"]
+
+
+# --- rejections -------------------------------------------------------------------------------
+
+REJECTIONS = [
+    pytest.param(USER, "SELECT NULL::VARCHAR AS id", "identity (id) is NULL", id="user-null-key"),
+    pytest.param(USER, "SELECT '' AS id", "identity (id) is empty or whitespace", id="user-empty-key"),
+    pytest.param(
+        USER, "SELECT '   ' AS id", "identity (id) is empty or whitespace", id="user-whitespace-key"
+    ),
+    pytest.param(ACCOUNT, "SELECT NULL::VARCHAR AS id", "account ID (id) is NULL", id="account-null-key"),
+    pytest.param(
+        ACCOUNT, "SELECT '  ' AS id", "account ID (id) is empty or whitespace", id="account-whitespace-key"
+    ),
+    pytest.param(
+        EVENT, "SELECT NULL::INTEGER AS id, 'u1' AS who", "Insert ID (id) is NULL", id="event-null-key"
+    ),
+    pytest.param(
+        USER,
+        "SELECT repeat('x', 256) AS id",
+        "identity (id) is longer than 255 characters",
+        id="identity-256",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'null' AS id",
+        "identity (id) is a placeholder (null), not a real identity",
+        id="placeholder-null",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'Undefined' AS id",
+        "identity (id) is a placeholder (Undefined), not a real identity",
+        id="placeholder-Undefined",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'NONE' AS id",
+        "identity (id) is a placeholder (NONE), not a real identity",
+        id="placeholder-NONE",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'nan' AS id",
+        "identity (id) is a placeholder (nan), not a real identity",
+        id="placeholder-nan",
+    ),
+    pytest.param(
+        USER,
+        "SELECT ' null ' AS id",
+        "identity (id) is a placeholder ( null ), not a real identity",
+        id="placeholder-padded",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, repeat('s', 1024) AS v",
+        "property 'v' is 1024 characters; Heap takes at most 1023 (set truncate: true to cut it)",
+        id="string-1024",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, repeat('é', 1024) AS v",
+        "property 'v' is 1024 characters; Heap takes at most 1023 (set truncate: true to cut it)",
+        id="string-1024-multibyte",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, [repeat('a', 600), repeat('b', 600)] AS v",
+        "property 'v' is 1202 characters; Heap takes at most 1023 (set truncate: true to cut it)",
+        id="list-joined-too-long",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, {'a': {'b': repeat('s', 2000)}} AS v",
+        "property 'v.a.b' is 2000 characters; Heap takes at most 1023 (set truncate: true to cut it)",
+        id="struct-field-too-long",
+    ),
+    pytest.param(USER, "SELECT 'u1' AS id, 'nan'::DOUBLE AS v", "property 'v' is NaN or infinite", id="nan"),
+    pytest.param(
+        USER, "SELECT 'u1' AS id, 'inf'::DOUBLE AS v", "property 'v' is NaN or infinite", id="plus-inf"
+    ),
+    pytest.param(
+        USER, "SELECT 'u1' AS id, '-inf'::DOUBLE AS v", "property 'v' is NaN or infinite", id="minus-inf"
+    ),
+    pytest.param(
+        USER, "SELECT 'u1' AS id, 'nan'::FLOAT AS v", "property 'v' is NaN or infinite", id="nan-float32"
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, MAP {'a': 'inf'::DOUBLE} AS v",
+        "a value of map property 'v' is invalid (NaN, infinite, or over 1023 characters)",
+        id="map-inf",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, 'infinity'::DATE AS v",
+        "property 'v' is an infinite date",
+        id="infinite-date",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, '-infinity'::TIMESTAMP AS v",
+        "property 'v' is an infinite date",
+        id="infinite-timestamp",
+    ),
+    pytest.param(
+        EVENT,
+        "SELECT 1 AS id, NULL::VARCHAR AS who",
+        "event identity (who) is NULL",
+        id="event-null-identity",
+    ),
+    pytest.param(
+        EVENT,
+        "SELECT 1 AS id, '' AS who",
+        "event identity (who) is empty or whitespace",
+        id="event-empty-identity",
+    ),
+    pytest.param(
+        EVENT,
+        "SELECT 1 AS id, repeat('w', 256) AS who",
+        "event identity (who) is longer than 255 characters",
+        id="event-identity-256",
+    ),
+    pytest.param(
+        EVENT,
+        "SELECT 1 AS id, 'Undefined' AS who",
+        "event identity (who) is a placeholder (Undefined), not a real identity",
+        id="event-placeholder-identity",
+    ),
+    pytest.param(
+        EVENT_BY_COLUMN,
+        "SELECT 1 AS id, 'u1' AS who, NULL::VARCHAR AS ev",
+        "event name (ev) is NULL",
+        id="event-null-name",
+    ),
+    pytest.param(
+        EVENT_BY_COLUMN,
+        "SELECT 1 AS id, 'u1' AS who, '' AS ev",
+        "event name (ev) is empty or whitespace",
+        id="event-empty-name",
+    ),
+    pytest.param(
+        EVENT_BY_COLUMN,
+        "SELECT 1 AS id, 'u1' AS who, '   ' AS ev",
+        "event name (ev) is empty or whitespace",
+        id="event-whitespace-name",
+    ),
+    pytest.param(
+        EVENT_BY_COLUMN,
+        "SELECT 1 AS id, 'u1' AS who, repeat('e', 1025) AS ev",
+        "event name is longer than 1024 characters",
+        id="event-name-1025",
+    ),
+    pytest.param(
+        {**EVENT, "timestamp": "at"},
+        "SELECT 1 AS id, 'u1' AS who, 'infinity'::TIMESTAMP AS at",
+        "event timestamp is infinite",
+        id="event-infinite-timestamp",
+    ),
+]
+
+
+@pytest.mark.parametrize(("heap", "select", "reason"), REJECTIONS)
+def test_row_is_rejected_with_its_reason(wh: Warehouse, heap: Any, select: str, reason: str) -> None:
+    assert one(wh, select, heap).reason == reason
+
+
+ACCEPTED = [
+    pytest.param(USER, "SELECT repeat('x', 255) AS id", id="identity-255"),
+    pytest.param(USER, "SELECT 'nullable' AS id", id="identity-containing-null"),
+    pytest.param(USER, "SELECT 'u1' AS id, repeat('s', 1023) AS v", id="string-1023"),
+    pytest.param(USER, "SELECT 'u1' AS id, repeat('é', 1023) AS v", id="string-1023-multibyte"),
+    pytest.param(ACCOUNT, "SELECT 'null' AS id", id="account-id-null-text"),
+    pytest.param(
+        EVENT_BY_COLUMN, "SELECT 1 AS id, 'u1' AS who, repeat('e', 1024) AS ev", id="event-name-1024"
+    ),
+    pytest.param(USER, "SELECT 'u1' AS id, 1e308::DOUBLE AS v", id="huge-finite-double"),
+]
+
+
+@pytest.mark.parametrize(("heap", "select"), ACCEPTED)
+def test_row_at_the_limit_is_accepted(wh: Warehouse, heap: Any, select: str) -> None:
+    assert one(wh, select, heap).reason is None
+
+
+@pytest.mark.parametrize(
+    ("heap", "select"),
+    [
+        pytest.param(USER, "SELECT chr(9) AS id", id="user-tab"),
+        pytest.param(ACCOUNT, "SELECT chr(10) || ' ' AS id", id="account-newline"),
+        pytest.param(EVENT, "SELECT 1 AS id, chr(13) || chr(10) AS who", id="event-identity-crlf"),
+    ],
+)
+def test_key_of_tabs_or_newlines_is_rejected(wh: Warehouse, heap: Any, select: str) -> None:
+    assert one(wh, select, heap).reason is not None
+
+
+def test_string_of_1023_characters_is_sent_whole(wh: Warehouse) -> None:
+    row = one(wh, "SELECT 'u1' AS id, repeat('s', 1023) AS v")
+    assert row.record["properties"]["v"] == "s" * 1023
+    assert row.truncated == 0
+
+
+def test_truncate_cuts_values_to_1023_and_counts_them(wh: Warehouse) -> None:
+    heap = {**USER, "truncate": True}
+    row = one(
+        wh,
+        "SELECT 'u1' AS id, repeat('é', 1024) AS a, ['x', repeat('y', 1500)] AS b, "
+        "{'c': repeat('z', 5000)} AS s, repeat('k', 1023) AS whole",
+        heap,
+    )
+    assert row.reason is None
+    props = row.record["properties"]
+    assert props == {
+        "a": "é" * 1023,
+        "b": ("x||" + "y" * 1500)[:1023],
+        "s.c": "z" * 1023,
+        "whole": "k" * 1023,
+    }
+    assert row.truncated == 3
+
+
+def test_truncate_counts_per_row(wh: Warehouse) -> None:
+    heap = {**USER, "truncate": True}
+    rows = wh.rows(
+        "SELECT * FROM (VALUES ('u1', repeat('a', 2000)), ('u2', 'short'), ('u3', NULL)) v(id, s)", heap
+    )
+    assert [(r.key, r.truncated, r.reason) for r in rows] == [
+        ("u1", 1, None),
+        ("u2", 0, None),
+        ("u3", 0, None),
+    ]
+
+
+def test_truncate_does_not_touch_the_identity_limit(wh: Warehouse) -> None:
+    heap = {**USER, "truncate": True}
+    assert (
+        one(wh, "SELECT repeat('x', 300) AS id", heap).reason == "identity (id) is longer than 255 characters"
+    )
+
+
+def test_first_failing_check_gives_the_reason(wh: Warehouse) -> None:
+    row = one(wh, "SELECT 'null' AS id, 'nan'::DOUBLE AS v")
+    assert row.reason == "identity (id) is a placeholder (null), not a real identity"
+
+
+@pytest.mark.parametrize(
+    ("heap", "select"),
+    [
+        pytest.param(
+            USER,
+            "SELECT * FROM (VALUES ('a', 1), ('b', 2), ('a', 3), ('c', 4), ('a', 5)) v(id, n)",
+            id="user",
+        ),
+        pytest.param(
+            EVENT,
+            "SELECT * FROM (VALUES ('a', 'u1'), ('b', 'u1'), ('a', 'u2'), ('c', 'u3'), ('a', 'u4')) "
+            "v(id, who)",
+            id="event",
+        ),
+    ],
+)
+def test_duplicate_keys_reject_every_row_that_shares_them(wh: Warehouse, heap: Any, select: str) -> None:
+    rows = wh.rows(select, heap)
+    assert sorted((r.key, r.reason) for r in rows) == [
+        ("a", "duplicate key: 3 rows share it, so none of them is sent"),
+        ("a", "duplicate key: 3 rows share it, so none of them is sent"),
+        ("a", "duplicate key: 3 rows share it, so none of them is sent"),
+        ("b", None),
+        ("c", None),
+    ]
+
+
+def test_null_keys_are_not_duplicates_of_each_other(wh: Warehouse) -> None:
+    rows = wh.rows("SELECT * FROM (VALUES (NULL, 1), (NULL, 2), ('u1', 3)) v(id, n)", USER)
+    assert [(r.key, r.reason) for r in rows] == [
+        ("u1", None),
+        (None, "identity (id) is NULL"),
+        (None, "identity (id) is NULL"),
+    ]
+
+
+def test_keys_differing_only_by_case_are_not_duplicates(wh: Warehouse) -> None:
+    rows = wh.rows("SELECT * FROM (VALUES ('Ann', 1), ('ann', 2)) v(id, n)", USER)
+    assert [(r.key, r.reason) for r in rows] == [("Ann", None), ("ann", None)]
+
+
+# --- identifiers are quoted -------------------------------------------------------------------
+
+
+def test_column_names_with_quotes_and_sql_text_are_quoted(wh: Warehouse) -> None:
+    heap = {"object": "user", "key": 'a"b', "fields": {"Drop": "x; drop table t", "it's": "it's"}}
+    rows = wh.rows(
+        """SELECT 'u1' AS "a""b", 'v' AS "x; drop table t", 1 AS "it's", 2 AS "-- comment" """,
+        heap,
+        table="t",
+    )
+    (row,) = rows
+    assert row.reason is None
+    assert row.record == {"identity": "u1", "properties": {"Drop": "v", "it's": 1}}
+
+
+def test_odd_column_names_as_default_properties(wh: Warehouse) -> None:
+    props = properties(wh, """1 AS "a""b", 'v' AS "x; drop table t", 2 AS "select" """)
+    assert props == {'a"b': 1, "x; drop table t": "v", "select": 2}
+
+
+def test_odd_table_name_is_read(wh: Warehouse) -> None:
+    row = one(wh, "SELECT 'u1' AS id, 1 AS n", table="my table; --")
+    assert row.record == {"identity": "u1", "properties": {"n": 1}}
+
+
+def test_records_of_many_rows_are_each_valid_json(wh: Warehouse) -> None:
+    rows = wh.rows("SELECT 'u' || i AS id, i AS n, 'x' || i AS s FROM range(2500) r(i)", USER)
+    assert len(rows) == 2500
+    assert all(r.reason is None for r in rows)
+    assert {r.record["identity"] for r in rows} == {f"u{i}" for i in range(2500)}
+    assert all(r.record["properties"] == {"n": int(r.key[1:]), "s": "x" + r.key[1:]} for r in rows if r.key)
+
+
+def test_ident_and_lit_double_their_quotes() -> None:
+    assert sql.ident('a"b') == '"a""b"'
+    assert sql.lit("it's") == "'it''s'"
