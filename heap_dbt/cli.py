@@ -40,12 +40,28 @@ Select = Annotated[
 ]
 Exclude = Annotated[list[str] | None, typer.Option(help="Models to leave out (same syntax as --select).")]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
+StatePath = Annotated[
+    Path | None,
+    typer.Option(
+        help="Keep the sync state in this local DuckDB file (for read-only warehouse credentials) "
+        "instead of the warehouse (default: HEAP_DBT_STATE_PATH, else the warehouse).",
+        show_default=False,
+    ),
+]
+StateSchema = Annotated[str, typer.Option(help="Schema of the sync state and run log.")]
 
 
 def _fail(exc: BaseException, *, debug: bool) -> None:
     if debug:
         raise exc
-    typer.echo(f"Error: {exc}", err=True)
+    if isinstance(exc, HeapDbtError):
+        typer.echo(f"Error: {exc}", err=True)
+    else:
+        typer.echo(
+            f"Error: unexpected {type(exc).__name__}: {exc}. This is a bug in heap-dbt; run again "
+            "with --debug for the traceback and report it.",
+            err=True,
+        )
     raise typer.Exit(code=getattr(exc, "exit_code", 2))
 
 
@@ -82,6 +98,9 @@ def sync(
     ] = None,
     region: Annotated[str, typer.Option(help="Heap data center: us or eu (HEAP_BASE_URL overrides).")] = "us",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight.")] = 8,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=1000, help="Records per request (Heap's maximum: 1000).")
+    ] = 1000,
     events_per_minute: Annotated[
         int, typer.Option(min=0, help="Event rate limit per app_id (Heap: 15,000; 0 = no limit).")
     ] = 15_000,
@@ -93,8 +112,17 @@ def sync(
     ] = 6,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each response.")] = 30.0,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Read, validate and build payloads; send nothing.")
+        bool,
+        typer.Option(
+            "--dry-run", help="Read, validate, diff and build payloads; send nothing, write no state."
+        ),
     ] = False,
+    full_refresh: Annotated[
+        bool,
+        typer.Option("--full-refresh", help="Ignore the sync state: resend every row and rebuild the state."),
+    ] = False,
+    state_path: StatePath = None,
+    state_schema: StateSchema = "heap_dbt",
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -111,11 +139,15 @@ def sync(
         app_id=app_id,
         region=region,
         concurrency=concurrency,
+        batch_size=batch_size,
         events_per_minute=events_per_minute,
         events_per_identity_per_minute=events_per_identity_per_minute,
         max_attempts=max_attempts,
         timeout=timeout,
         dry_run=dry_run,
+        full_refresh=full_refresh,
+        state_path=state_path,
+        state_schema=state_schema,
         env=dict(os.environ),
     )
     bar = _progress_bar(not json_output)
@@ -132,7 +164,7 @@ def sync(
                 report = run_sync(options, progress=progress)
         else:
             report = run_sync(options)
-    except HeapDbtError as exc:
+    except Exception as exc:  # one place turns every error into one sentence
         _fail(exc, debug=debug)
         return
     for warning in report.warnings:
@@ -161,7 +193,7 @@ def list_syncs(
     )
     try:
         _, _, specs, problems = plan_specs(options)
-    except HeapDbtError as exc:
+    except Exception as exc:  # one place turns every error into one sentence
         _fail(exc, debug=debug)
         return
     rows = [
@@ -196,6 +228,48 @@ def list_syncs(
         for p in problems:
             typer.echo(f"Problem: {p}", err=True)
     raise typer.Exit(code=2 if problems else 0)
+
+
+@app.command()
+def history(
+    project_dir: ProjectDir = None,
+    profiles_dir: ProfilesDir = None,
+    target: TargetOpt = None,
+    target_path: TargetPath = None,
+    state_path: StatePath = None,
+    state_schema: StateSchema = "heap_dbt",
+    limit: Annotated[int, typer.Option(min=1, help="How many runs to show.")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
+    debug: Debug = False,
+) -> None:
+    """Show the last sync runs from the run log: when, what, and the counts."""
+    from heap_dbt.engine import SyncOptions, read_history
+
+    options = SyncOptions(
+        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
+        state_path=state_path, state_schema=state_schema, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        runs = read_history(options, limit=limit)
+    except Exception as exc:  # one place turns every error into one sentence
+        _fail(exc, debug=debug)
+        return
+    if json_output:
+        import msgspec
+
+        sys.stdout.buffer.write(msgspec.json.encode({"runs": runs}) + b"\n")
+        return
+    if not runs:
+        typer.echo("No sync has run yet.")
+        return
+    for r in runs:
+        finished = (r["finished_at"] or "-")[:19]
+        typer.echo(
+            f"#{r['run_id']:<5} {r['started_at'][:19]}  {finished:<19}  {r['model']:<22} {r['object']:<7} "
+            f"{r['outcome']:<11} read {r['read']:,}  sent {r['sent']:,}  unchanged {r['unchanged']:,}  "
+            f"rejected {r['rejected']:,}  failed {r['failed']:,}  removed {r['removed']:,}"
+            + ("  (full refresh)" if r["full_refresh"] else "")
+        )
 
 
 @app.command()

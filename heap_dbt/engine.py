@@ -26,13 +26,17 @@ from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
 from heap_dbt.report import RowIssue, SyncReport, SyncResult
+from heap_dbt.state import DuckDBState, rows_as_dicts
 from heap_dbt.transport import AiohttpTransport, Transport
-from heap_dbt.warehouse import MissingRelationError, WarehouseReader, open_reader
+from heap_dbt.warehouse import Column, MissingRelationError, WarehouseReader, open_reader
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
+ACK_BATCH_ROWS = 50_000
+ACK_MAX_AGE = 1.0  # seconds
+NO_APP_ID = "<app_id>"
 ARROW_BATCH_ROWS = 20_000
 SAMPLE_RECORDS = 3
 ProgressFn = Callable[[str, int, int | None], None]
@@ -53,11 +57,16 @@ class SyncOptions:
     region: str = "us"
     base_url: str | None = None
     concurrency: int = 8
+    batch_size: int = heap.MAX_ITEMS_PER_REQUEST
     events_per_minute: int = 15_000
     events_per_identity_per_minute: int = 1_000
     max_attempts: int = 6
     timeout: float = 30.0
     dry_run: bool = False
+    full_refresh: bool = False
+    state_path: Path | None = None
+    """Keep the sync state in this local DuckDB file instead of the warehouse."""
+    state_schema: str = "heap_dbt"
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -96,6 +105,13 @@ class _Prepared:
     spec: SyncSpec
     app_id: str
     query: sql.RecordQuery
+    columns: list[Column] = field(default_factory=list)
+
+    def diff_query(self, previous: str | None) -> sql.RecordQuery:
+        """The record query, limited to rows that differ from ``previous`` when given."""
+        if previous is None:
+            return self.query
+        return sql.record_query(self.spec, self.columns, model_label=self.spec.label, previous=previous)
 
 
 def _prepare(
@@ -132,7 +148,7 @@ def _prepare(
         if len(problems) > found:
             continue
         query = sql.record_query(resolved, columns, model_label=spec.label)
-        prepared.append(_Prepared(resolved, app_id or "<app_id>", query))
+        prepared.append(_Prepared(resolved, app_id or NO_APP_ID, query, columns))
     prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
     return prepared
 
@@ -144,23 +160,29 @@ class _Chunk:
     records: pa.Array
     keys: pa.Array
     identities: pa.Array | None
+    hashes: pa.Array | None = None
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def slice(self, start: int, length: int | None = None) -> _Chunk:
+        def cut(a: pa.Array | None) -> pa.Array | None:
+            return None if a is None else a.slice(start, length)
+
+        return _Chunk(self.records.slice(start, length), self.keys.slice(start, length),
+                      cut(self.identities), cut(self.hashes))  # fmt: skip
+
+    def filter(self, mask: pa.Array) -> _Chunk:
+        def keep(a: pa.Array | None) -> pa.Array | None:
+            return None if a is None else a.filter(mask)
+
+        return _Chunk(
+            self.records.filter(mask), self.keys.filter(mask), keep(self.identities), keep(self.hashes)
+        )
+
     def split(self) -> tuple[_Chunk, _Chunk]:
         mid = len(self) // 2
-        ids = self.identities
-        return (
-            _Chunk(
-                self.records.slice(0, mid),
-                self.keys.slice(0, mid),
-                ids.slice(0, mid) if ids is not None else None,
-            ),
-            _Chunk(
-                self.records.slice(mid), self.keys.slice(mid), ids.slice(mid) if ids is not None else None
-            ),
-        )
+        return self.slice(0, mid), self.slice(mid)
 
     def joined(self) -> bytes:
         import pyarrow as pa
@@ -210,6 +232,7 @@ class _SyncRun:
         clock: Clock,
         abort: dict[str, str],
         rng: random.Random | None = None,
+        acker: Acker | None = None,
     ) -> None:
         self.spec = prepared.spec
         self.result = result
@@ -221,6 +244,8 @@ class _SyncRun:
         self.policy = heap.RetryPolicy(max_attempts=options.max_attempts)
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311  # jitter, not crypto
+        self.acker = acker
+        self.batch_size = options.batch_size
         self.abort = abort
 
     def _fail(self, chunk: _Chunk, reason: str) -> None:
@@ -251,6 +276,8 @@ class _SyncRun:
                 retry_after = heap.parse_retry_after(response.retry_after, now=time.time())
             if outcome is heap.Outcome.DELIVERED:
                 self.result.sent += len(chunk)
+                if self.acker is not None and chunk.hashes is not None:
+                    self.acker.add(chunk.keys, chunk.hashes)  # only ever after a 2xx
                 return
             if outcome is heap.Outcome.SPLIT:
                 if len(chunk) == 1:
@@ -282,63 +309,118 @@ class _SyncRun:
 def _take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
     _, array = heap.ENDPOINTS[obj]
     items = [msgspec.json.decode(r) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
-    return [{"app_id": heap.mask_app_id(app_id), array: items}]
+    shown = app_id if app_id == NO_APP_ID else heap.mask_app_id(app_id)
+    return [{"app_id": shown, array: items}]
 
 
-async def _run_one(
+class Acker:
+    """Writes acknowledged rows to the state in batches, never before Heap's 2xx."""
+
+    def __init__(
+        self,
+        state: DuckDBState,
+        sync_id: str,
+        run_id: int,
+        *,
+        batch_rows: int = ACK_BATCH_ROWS,
+        max_age: float = ACK_MAX_AGE,
+    ) -> None:
+        self._state = state
+        self._sync_id = sync_id
+        self._run_id = run_id
+        self._batch_rows = batch_rows
+        self._max_age = max_age
+        self._last_flush = time.monotonic()
+        self._pending: list[tuple[pa.Array, pa.Array]] = []
+        self._pending_rows = 0
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, keys: pa.Array, hashes: pa.Array) -> None:
+        self._pending.append((keys, hashes))
+        self._pending_rows += len(keys)
+        # Flush by size, and by age so that a crash costs at most ~a second of resends.
+        if self._pending_rows >= self._batch_rows or time.monotonic() - self._last_flush >= self._max_age:
+            self._last_flush = time.monotonic()
+            task = asyncio.ensure_future(self.flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        import pyarrow as pa
+
+        async with self._lock:
+            if not self._pending:
+                return
+            batch, self._pending, self._pending_rows = self._pending, [], 0
+            keys = pa.concat_arrays([k for k, _ in batch])
+            hashes = pa.concat_arrays([h for _, h in batch])
+            await asyncio.to_thread(self._state.acknowledge, self._sync_id, self._run_id, keys, hashes)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks)
+        await self.flush()
+
+
+async def _stream(
     prepared: _Prepared,
+    query: sql.RecordQuery,
     reader: WarehouseReader,
     run: _SyncRun,
     *,
     dry_run: bool,
     progress: ProgressFn | None,
-) -> None:
+) -> int:
+    """Stream the rows ``query`` yields, reject, send; return how many rows it yielded."""
     import pyarrow.compute as pc
 
     result = run.result
     spec = prepared.spec
-    max_items = (
-        run.limiter.max_batch(heap.MAX_ITEMS_PER_REQUEST) if run.limiter else heap.MAX_ITEMS_PER_REQUEST
-    )
-    stream = reader.stream(prepared.query.sql, batch_rows=ARROW_BATCH_ROWS)
-    pending: asyncio.Task[Any] = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
+    limit = min(run.batch_size, heap.MAX_ITEMS_PER_REQUEST)
+    if run.limiter is not None:
+        limit = run.limiter.max_batch(limit)
+    stream = reader.stream(query.sql, batch_rows=ARROW_BATCH_ROWS)
+    pending: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
     tasks: set[asyncio.Task[None]] = set()
+    streamed = 0
     try:
         while (batch := await pending) is not None:
+            # Read the next batch while this one is framed and sent.
             pending = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
             n = batch.num_rows
-            result.read += n
+            streamed += n
             reasons = batch.column(sql.REASON)
-            keys = batch.column(sql.KEY)
-            records = batch.column(sql.RECORD)
-            identities = batch.column(sql.IDENTITY) if prepared.query.has_identity else None
+            rows = _Chunk(
+                batch.column(sql.RECORD),
+                batch.column(sql.KEY),
+                batch.column(sql.IDENTITY) if query.has_identity else None,
+                batch.column(sql.HASH),
+            )
+            new = batch.column(sql.NEW)
             if reasons.null_count != n:
                 bad = pc.is_valid(reasons)
-                good = pc.invert(bad)
                 for key, why in zip(
-                    keys.filter(bad).to_pylist(), reasons.filter(bad).to_pylist(), strict=True
+                    rows.keys.filter(bad).to_pylist(), reasons.filter(bad).to_pylist(), strict=True
                 ):
                     result.rejections.append(RowIssue(key, why))
                 result.rejected += n - reasons.null_count
-                records, keys = records.filter(good), keys.filter(good)
-                if identities is not None:
-                    identities = identities.filter(good)
-            truncated = pc.sum(batch.column(sql.TRUNCATED)).as_py()
-            result.truncated += int(truncated or 0)
+                good = pc.invert(bad)
+                rows = rows.filter(good)
+                new = new.filter(good)
+            fresh = int(pc.sum(new).as_py() or 0)
+            result.new += fresh
+            result.changed += len(rows) - fresh
+            result.truncated += int(pc.sum(batch.column(sql.TRUNCATED)).as_py() or 0)
             if dry_run:
-                result.would_send += len(records)
-                if not result.sample and len(records):
-                    result.sample = _take_sample(records, prepared.app_id, spec.object)
+                result.would_send += len(rows)
+                if not result.sample and len(rows):
+                    result.sample = _take_sample(rows.records, prepared.app_id, spec.object)
             else:
-                lengths = pc.binary_length(records).to_pylist()
-                for start, end in cut_chunks(lengths, max_items=max_items, max_bytes=heap.MAX_BODY_BYTES):
-                    chunk = _Chunk(
-                        records.slice(start, end - start),
-                        keys.slice(start, end - start),
-                        identities.slice(start, end - start) if identities is not None else None,
-                    )
+                lengths = pc.binary_length(rows.records).to_pylist()
+                for start, end in cut_chunks(lengths, max_items=limit, max_bytes=heap.MAX_BODY_BYTES):
                     await run.slots.acquire()
-                    task = asyncio.create_task(run.send_in_slot(chunk))
+                    task = asyncio.create_task(run.send_in_slot(rows.slice(start, end - start)))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
             if progress is not None:
@@ -348,6 +430,72 @@ async def _run_one(
             await asyncio.gather(*tasks)
         if not pending.done():
             await asyncio.wait([pending])
+    return streamed
+
+
+async def _run_one(
+    prepared: _Prepared,
+    reader: WarehouseReader,
+    run: _SyncRun,
+    *,
+    state: DuckDBState | None,
+    options: SyncOptions,
+    progress: ProgressFn | None,
+) -> None:
+    """One sync: skip it if the model is unchanged, else diff in the warehouse and send."""
+    result = run.result
+    spec = prepared.spec
+    sync_id = spec.sync_id(prepared.app_id)
+    writing = state is not None and not options.dry_run
+    run_id = 0
+    if writing:
+        assert state is not None
+        run_id = state.begin_run(
+            sync_id=sync_id, model=spec.model.name, obj=spec.object, meta_path=spec.meta_path,
+            app_id=result.app_id, full_refresh=options.full_refresh,
+        )  # fmt: skip
+        run.acker = Acker(state, sync_id, run_id)
+    outcome = "error"
+    try:
+        with reader.snapshot():
+            fingerprint = str(reader.scalar(prepared.query.fingerprint_sql))
+            known = state is not None and state.exists and not options.full_refresh
+            if known and state is not None and state.fingerprint(sync_id) == fingerprint:
+                # The model is exactly as it was when Heap acknowledged every row of it.
+                result.read = result.unchanged = int(fingerprint.split(":", 1)[0])
+                result.skipped_unchanged = True
+                outcome = "success"
+                return
+            if writing:
+                assert state is not None
+                state.set_fingerprint(sync_id, None, run_id=run_id)
+            if state is not None and state.exists and options.full_refresh:
+                result.removed = state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
+                if writing:
+                    state.forget(sync_id)
+            total = int(reader.scalar(prepared.query.count_sql))
+            previous = state.latest_sql(sync_id) if known and state is not None else None
+            query = prepared.diff_query(previous)
+            streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
+            result.read = total
+            result.unchanged = total - streamed
+        if run.acker is not None:
+            await run.acker.close()
+        if state is not None and state.exists and not options.full_refresh:
+            result.removed = state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
+        if writing:
+            assert state is not None
+            state.compact(sync_id)
+            if result.ok:
+                state.set_fingerprint(sync_id, fingerprint, run_id=run_id)
+        outcome = "success" if result.ok else "partial"
+    except WarehouseError as exc:
+        result.error = str(exc)
+        if run.acker is not None:
+            await run.acker.close()  # rows Heap acknowledged stay acknowledged
+    finally:
+        if writing and state is not None:
+            state.finish_run(run_id, counts=result.counts(), outcome=outcome)
 
 
 async def _run_async(
@@ -356,6 +504,7 @@ async def _run_async(
     report: SyncReport,
     options: SyncOptions,
     *,
+    state: DuckDBState | None,
     transport: Transport | None,
     clock: Clock,
     progress: ProgressFn | None,
@@ -373,7 +522,7 @@ async def _run_async(
             unique_id=prepared.spec.model.unique_id,
             object=prepared.spec.object,
             meta_path=prepared.spec.meta_path,
-            app_id=heap.mask_app_id(prepared.app_id),
+            app_id=heap.mask_app_id(prepared.app_id) if prepared.app_id != NO_APP_ID else NO_APP_ID,
         )
         report.syncs.append(result)
         run = _SyncRun(
@@ -381,10 +530,7 @@ async def _run_async(
             limiter=limiter if limiter.active else None, options=options, clock=clock, abort=abort,
         )  # fmt: skip
         started = time.perf_counter()
-        try:
-            await _run_one(prepared, reader, run, dry_run=options.dry_run, progress=progress)
-        except WarehouseError as exc:
-            result.error = str(exc)
+        await _run_one(prepared, reader, run, state=state, options=options, progress=progress)
         result.seconds = time.perf_counter() - started
 
 
@@ -398,9 +544,11 @@ def run_sync(
     """Run ``heap-dbt sync``: validate everything, then send, and write the results file.
 
     Never exits the process. Raises ConfigError (nothing was sent) for any configuration
-    problem; row-level problems go into the returned report.
+    problem, StateError for an unusable state; row-level problems go into the report.
     """
-    report = SyncReport(dry_run=options.dry_run, started_at=dt.datetime.now(dt.UTC))
+    report = SyncReport(
+        dry_run=options.dry_run, full_refresh=options.full_refresh, started_at=dt.datetime.now(dt.UTC)
+    )
     paths, manifest, specs, problems = plan_specs(options)
     run_results = load_run_results(paths.target_path / "run_results.json")
     run_args = run_results.args if run_results else {}
@@ -412,7 +560,12 @@ def run_sync(
     target = resolve_target(
         paths, profiles_dir=options.profiles_dir, target=options.target, run_args=run_args, env=options.env
     )
-    reader = open_reader(target, project_dir=paths.project_dir)
+    reader = open_reader(
+        target,
+        project_dir=paths.project_dir,
+        writable=not options.dry_run,
+        state_path=_state_path(options, paths),
+    )
     try:
         plan = _prepare(specs, reader, options, problems)
         if problems:
@@ -422,6 +575,7 @@ def run_sync(
                 f"{'them' if len(problems) > 1 else 'it'} and re-run:",
                 problems=problems,
             )
+        state = reader.state(schema=options.state_schema, writable=not options.dry_run)
         if run_results and run_results.invocation_id == manifest.invocation_id:
             for p in plan:
                 status = run_results.statuses.get(p.spec.model.unique_id)
@@ -433,18 +587,18 @@ def run_sync(
         clk = clock or SystemClock()
 
         async def main() -> None:
-            if options.dry_run:
-                await _run_async(plan, reader, report, options, transport=None, clock=clk, progress=progress)
-                return
-            if transport is not None:
+            async def go(http: Transport | None) -> None:
                 await _run_async(
-                    plan, reader, report, options, transport=transport, clock=clk, progress=progress
+                    plan, reader, report, options, state=state, transport=http, clock=clk, progress=progress
                 )
+
+            if options.dry_run or transport is not None:
+                await go(transport)
                 return
             async with AiohttpTransport(
                 url, concurrency=options.concurrency, timeout=options.timeout
             ) as http:
-                await _run_async(plan, reader, report, options, transport=http, clock=clk, progress=progress)
+                await go(http)
 
         asyncio.run(main())
     finally:
@@ -452,3 +606,28 @@ def run_sync(
     report.finished_at = dt.datetime.now(dt.UTC)
     report.write(paths.target_path)
     return report
+
+
+def _state_path(options: SyncOptions, paths: ProjectPaths) -> Path | None:
+    path = options.state_path
+    if path is None and options.env.get("HEAP_DBT_STATE_PATH"):
+        path = Path(options.env["HEAP_DBT_STATE_PATH"])
+    if path is not None and not path.is_absolute():
+        path = paths.project_dir / path
+    return path
+
+
+def read_history(options: SyncOptions, *, limit: int) -> list[dict[str, Any]]:
+    """The last ``limit`` runs from the run log, newest first."""
+    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
+    run_results = load_run_results(paths.target_path / "run_results.json")
+    target = resolve_target(
+        paths, profiles_dir=options.profiles_dir, target=options.target,
+        run_args=run_results.args if run_results else {}, env=options.env,
+    )  # fmt: skip
+    reader = open_reader(target, project_dir=paths.project_dir, state_path=_state_path(options, paths))
+    try:
+        state = reader.state(schema=options.state_schema, writable=False)
+        return rows_as_dicts(state.history(limit=limit)) if state is not None else []
+    finally:
+        reader.close()

@@ -39,6 +39,13 @@ class SyncResult:
     rejected: int = 0
     failed: int = 0
     would_send: int = 0
+    removed: int = 0
+    """Keys Heap had from earlier runs that left the model (not rows of the model)."""
+    new: int = 0
+    changed: int = 0
+    """Of the rows to send: keys Heap never acknowledged, and keys whose values changed."""
+    skipped_unchanged: bool = False
+    """The whole model matched its fingerprint from the last complete run."""
     truncated: int = 0
     requests: int = 0
     retries: int = 0
@@ -51,6 +58,12 @@ class SyncResult:
     @property
     def accounted(self) -> int:
         return self.sent + self.unchanged + self.rejected + self.failed + self.would_send
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "read": self.read, "sent": self.sent, "unchanged": self.unchanged,
+            "rejected": self.rejected, "failed": self.failed, "removed": self.removed,
+        }  # fmt: skip
 
     @property
     def ok(self) -> bool:
@@ -69,6 +82,10 @@ class SyncResult:
             "unchanged": self.unchanged,
             "rejected": self.rejected,
             "failed": self.failed,
+            "removed": self.removed,
+            "new": self.new,
+            "changed": self.changed,
+            "skipped_unchanged": self.skipped_unchanged,
             "truncated": self.truncated,
             "requests": self.requests,
             "retries": self.retries,
@@ -91,6 +108,7 @@ class SyncReport:
 
     dry_run: bool
     started_at: dt.datetime
+    full_refresh: bool = False
     syncs: list[SyncResult] = field(default_factory=list)
     finished_at: dt.datetime | None = None
     warnings: list[str] = field(default_factory=list)
@@ -104,12 +122,13 @@ class SyncReport:
         return {
             "report_version": REPORT_VERSION,
             "dry_run": self.dry_run,
+            "full_refresh": self.full_refresh,
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "success": self.exit_code == 0,
             "totals": {
                 k: sum(getattr(s, k) for s in self.syncs)
-                for k in ("read", "sent", "unchanged", "rejected", "failed", "would_send")
+                for k in ("read", "sent", "unchanged", "rejected", "failed", "removed", "would_send")
             },
             "warnings": self.warnings,
             "syncs": [s.as_dict() for s in self.syncs],
@@ -141,9 +160,11 @@ class SyncReport:
             label = s.model + s.meta_path.removeprefix("config.meta.heap")
             sent = s.would_send if self.dry_run else s.sent
             parts = [f"read {s.read:,}", f"{verb} {sent:,}"]
-            if s.unchanged:
-                parts.append(f"unchanged {s.unchanged:,}")
-            parts += [f"rejected {s.rejected:,}", f"failed {s.failed:,}"]
+            if self.dry_run:
+                parts += [f"new {s.new:,}", f"changed {s.changed:,}"]
+            parts += [f"unchanged {s.unchanged:,}", f"rejected {s.rejected:,}", f"failed {s.failed:,}"]
+            if s.removed:
+                parts.append(f"removed {s.removed:,}")
             if s.truncated:
                 parts.append(f"truncated values {s.truncated:,}")
             status = "OK " if s.ok else "ERR"
@@ -162,5 +183,6 @@ class SyncReport:
         out.write(
             f"Total: read {totals['read']:,}, {verb} "
             f"{totals['would_send'] if self.dry_run else totals['sent']:,}, "
-            f"rejected {totals['rejected']:,}, failed {totals['failed']:,}.\n"
+            f"unchanged {totals['unchanged']:,}, rejected {totals['rejected']:,}, "
+            f"failed {totals['failed']:,}, removed {totals['removed']:,}.\n"
         )

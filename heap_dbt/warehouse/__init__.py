@@ -8,9 +8,10 @@ streams the rows of a query as bounded Arrow record batches. SQL is generated el
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from heap_dbt.errors import ConfigError
 
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from heap_dbt.profiles import Target
+    from heap_dbt.state import DuckDBState
 
 Kind = Literal[
     "string", "integer", "float", "decimal", "boolean", "date", "timestamp",
@@ -58,13 +60,33 @@ class WarehouseReader(Protocol):
         """Run ``sql`` and yield its rows in batches of at most ``batch_rows``."""
         ...
 
+    def scalar(self, sql: str) -> Any:
+        """The first value of the first row of ``sql``."""
+        ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Run the queries inside the block on one consistent snapshot."""
+        ...
+
+    def state(self, *, schema: str, writable: bool) -> DuckDBState | None:
+        """Where heap-dbt keeps its sync state for this warehouse."""
+        ...
+
     def close(self) -> None: ...
 
 
-def open_reader(target: Target, *, project_dir: Path) -> WarehouseReader:
-    """Open a reader for the dbt ``target``."""
+def open_reader(
+    target: Target, *, project_dir: Path, writable: bool = False, state_path: Path | None = None
+) -> WarehouseReader:
+    """Open a reader for the dbt ``target``.
+
+    ``writable`` lets heap-dbt write its state: into the warehouse itself, or, with
+    ``state_path``, into that local DuckDB file while the warehouse stays read-only.
+    """
     if target.type == "duckdb":
         from heap_dbt.warehouse.duckdb import DuckDBReader
 
-        return DuckDBReader.from_target(target, project_dir=project_dir)
+        return DuckDBReader.from_target(
+            target, project_dir=project_dir, writable=writable, state_path=state_path
+        )
     raise ConfigError(f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads DuckDB so far.")

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heap_dbt.errors import WarehouseError
+from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.warehouse import Column, ColumnType, MissingRelationError
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from heap_dbt.profiles import Target
+    from heap_dbt.state import DuckDBState
 
 # Keeps the sync's peak RSS bounded whatever the table size; DuckDB spills past it.
 DEFAULT_MEMORY_LIMIT = "160MB"
@@ -28,6 +30,18 @@ _SIMPLE_KINDS: dict[str, Any] = {
     "timestamp_ms": "timestamp", "timestamp_ns": "timestamp",
     "timestamp with time zone": "timestamptz",
 }  # fmt: skip
+
+
+def _open_error(path: Path, exc: Exception, *, state: bool = False) -> Exception:
+    """A clear error for a DuckDB file that cannot be opened, locks first."""
+    what = "the heap-dbt state file" if state else "DuckDB file"
+    if "lock" in str(exc).lower():
+        message = (
+            f"Cannot open {what} {path}: another process holds its lock (another `heap-dbt sync`, "
+            "or dbt). Wait for it to finish, then run heap-dbt again."
+        )
+        return StateError(message) if state or "Conflicting lock" in str(exc) else WarehouseError(message)
+    return WarehouseError(f"Cannot open {what} {path}: {exc}.")
 
 
 def _quote(name: str) -> str:
@@ -51,15 +65,23 @@ def column_type(t: Any) -> ColumnType:
 
 
 class DuckDBReader:
-    """A WarehouseReader over a DuckDB file opened read-only."""
+    """A WarehouseReader over a DuckDB file, plus the place where heap-dbt keeps its state.
+
+    The model file is attached read-only unless the state lives in it (``writable``). A
+    local state file (``state_path``) is attached read-write beside it. DuckDB's own file
+    lock then keeps a second ``heap-dbt sync`` (or a ``dbt run``) off the same state.
+    """
 
     dialect = "duckdb"
+    STATE_ALIAS = "heap_dbt_state"
 
     def __init__(
         self,
         path: Path,
         *,
         attach: list[dict[str, Any]] | None = None,
+        writable: bool = False,
+        state_path: Path | None = None,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
         threads: int | None = None,
     ) -> None:
@@ -70,6 +92,10 @@ class DuckDBReader:
                 f"The DuckDB file {path} does not exist; run `dbt run` first, or check the "
                 "profile's `path` (dbt resolves a relative path against the working directory)."
             )
+        self.path = path
+        self.alias = path.stem
+        self.state_path = state_path
+        self.state_attached = False
         self._tmp = tempfile.TemporaryDirectory(prefix="heap-dbt-duckdb-")
         try:
             # An in-memory database with the file attached under its own name keeps
@@ -83,19 +109,24 @@ class DuckDBReader:
                     **({"threads": threads} if threads else {}),
                 },
             )
-            alias = path.stem
-            self._con.execute(f"ATTACH {_literal(str(path))} AS {_quote(alias)} (READ_ONLY)")
-            self._con.execute(f"USE {_quote(alias)}")
+            mode = "" if writable and state_path is None else " (READ_ONLY)"
+            self._con.execute(f"ATTACH {_literal(str(path))} AS {_quote(self.alias)}{mode}")
+            self._con.execute(f"USE {_quote(self.alias)}")
             for entry in attach or []:
                 self._attach(entry)
         except duckdb.Error as exc:
             self._tmp.cleanup()
-            hint = (
-                " Another process (dbt?) holds a write lock on it; run heap-dbt after it exits."
-                if "lock" in str(exc).lower()
-                else ""
-            )
-            raise WarehouseError(f"Cannot open DuckDB file {path}: {exc}.{hint}") from exc
+            raise _open_error(path, exc) from exc
+        if state_path is not None and (writable or state_path.exists()):
+            try:
+                if writable:
+                    state_path.parent.mkdir(parents=True, exist_ok=True)
+                mode = "" if writable else " (READ_ONLY)"
+                self._con.execute(f"ATTACH {_literal(str(state_path))} AS {self.STATE_ALIAS}{mode}")
+                self.state_attached = True
+            except (duckdb.Error, OSError) as exc:
+                self.close()
+                raise _open_error(state_path, exc, state=True) from exc
 
     def _attach(self, entry: dict[str, Any]) -> None:
         apath = str(entry["path"])
@@ -107,7 +138,9 @@ class DuckDBReader:
         self._con.execute(f"ATTACH {_literal(apath)} AS {_quote(alias)} ({', '.join(options)})")
 
     @classmethod
-    def from_target(cls, target: Target, *, project_dir: Path) -> DuckDBReader:
+    def from_target(
+        cls, target: Target, *, project_dir: Path, writable: bool = False, state_path: Path | None = None
+    ) -> DuckDBReader:
         """Open the DuckDB database that a dbt-duckdb target points at."""
         raw = str(target.credentials.get("path", ":memory:"))
         if raw == ":memory:" or raw.startswith("md:"):
@@ -122,7 +155,39 @@ class DuckDBReader:
             cwd_path = Path.cwd() / path
             path = cwd_path if cwd_path.exists() else project_dir / path
         attach = target.credentials.get("attach") or []
-        return cls(path.resolve(), attach=list(attach))
+        return cls(path.resolve(), attach=list(attach), writable=writable, state_path=state_path)
+
+    def state(self, *, schema: str, writable: bool) -> DuckDBState | None:
+        """The state store: in the model file, or in the attached local state file.
+
+        None when a dry run finds no local state file yet (every row is then new).
+        """
+        from heap_dbt.state import DuckDBState
+
+        if self.state_path is not None and not self.state_attached:
+            return None
+        catalog = self.STATE_ALIAS if self.state_path is not None else self.alias
+        store = DuckDBState(self._con, catalog=catalog, schema=schema, writable=writable)
+        store.open()
+        return store
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read everything inside the block from one consistent snapshot of the warehouse."""
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        finally:
+            self._con.execute("COMMIT")
+
+    def scalar(self, sql: str) -> Any:
+        import duckdb
+
+        try:
+            rows = self._con.execute(sql).fetchall()  # drained: DuckDB 2 blocks on open results
+        except duckdb.Error as exc:
+            raise WarehouseError(f"The warehouse query failed: {exc}") from exc
+        return rows[0][0] if rows else None
 
     def columns(self, relation: str) -> list[Column]:
         import duckdb

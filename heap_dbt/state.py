@@ -1,0 +1,323 @@
+"""Sync state and run log, kept in DuckDB: in the warehouse file itself or in a local file.
+
+Tables (schema ``heap_dbt`` by default):
+
+- ``state_info``: one row, the state schema version. Any other version is refused.
+- ``sync_state(sync_id, key, hash, run_id)``: what Heap acknowledged, per key. Rows are
+  appended only after a 2xx for the request that carried them; the row with the highest
+  ``run_id`` for a key is the one Heap holds. ``compact`` keeps one row per key.
+- ``sync_fingerprint(sync_id, fingerprint, run_id)``: a hash of the whole model as of the
+  last run that delivered every row; an unchanged model is then skipped without a diff.
+- ``sync_runs``: the run log, one row per sync per run, read by ``heap-dbt history``.
+
+The diff itself is SQL (``heap_dbt.sql``) joining the model's records to ``latest_sql``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from heap_dbt.errors import StateError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+STATE_VERSION = 1
+
+_COLUMNS = {
+    "state_info": {"version": "INTEGER", "created_at": "TIMESTAMP"},
+    "sync_state": {"sync_id": "VARCHAR", "key": "VARCHAR", "hash": "UBIGINT", "run_id": "BIGINT"},
+    "sync_fingerprint": {"sync_id": "VARCHAR", "fingerprint": "VARCHAR", "run_id": "BIGINT"},
+    "sync_runs": {
+        "run_id": "BIGINT", "sync_id": "VARCHAR", "model": "VARCHAR", "object": "VARCHAR",
+        "meta_path": "VARCHAR", "app_id": "VARCHAR", "full_refresh": "BOOLEAN",
+        "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP", "read": "BIGINT",
+        "sent": "BIGINT", "unchanged": "BIGINT", "rejected": "BIGINT", "failed": "BIGINT",
+        "removed": "BIGINT", "outcome": "VARCHAR",
+    },
+}  # fmt: skip
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of the run log."""
+
+    run_id: int
+    model: str
+    object: str
+    meta_path: str
+    app_id: str
+    full_refresh: bool
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    counts: dict[str, int]
+    outcome: str
+
+
+class DuckDBState:
+    """State tables in a DuckDB catalog that ``con`` can write to.
+
+    ``con`` is used only through its own cursors, so the warehouse reader may stream on the
+    original connection while acknowledgements are written here.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, catalog: str, schema: str, writable: bool) -> None:
+        self._con = con.cursor()
+        self._lock = threading.Lock()
+        self.catalog = catalog
+        self.schema = schema
+        self.writable = writable
+        self._prefix = f"{_ident(catalog)}.{_ident(schema)}"
+        self.exists = False
+
+    def _one(self, sql: str, params: list[Any] | None = None) -> Any:
+        # fetchall, not fetchone: DuckDB 2 keeps a connection busy until a result is drained.
+        rows = self._con.execute(sql, params or []).fetchall()
+        return rows[0][0] if rows else None
+
+    def table(self, name: str) -> str:
+        return f"{self._prefix}.{_ident(name)}"
+
+    def open(self) -> None:
+        """Check (and, when writable, create) the state schema; refuse a foreign version."""
+        import duckdb
+
+        try:
+            rows = self._con.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_catalog = ? AND table_schema = ?",
+                [self.catalog, self.schema],
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise StateError(
+                f"Cannot read the heap-dbt state in {self.catalog}.{self.schema}: {exc}"
+            ) from exc
+        found: dict[str, dict[str, str]] = {}
+        for table, column, dtype in rows:
+            found.setdefault(table, {})[column] = dtype
+        where = f"{self.catalog}.{self.schema}"
+        if found:
+            self._check(found, where)
+            self.exists = True
+            return
+        if not self.writable:
+            return  # a dry run against a fresh state: every row is new
+        try:
+            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {self._prefix}")
+            for table, columns in _COLUMNS.items():
+                cols = ", ".join(f"{_ident(c)} {t}" for c, t in columns.items())
+                self._con.execute(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
+            self._con.execute(
+                f"INSERT INTO {self.table('state_info')} VALUES (?, ?)",
+                [STATE_VERSION, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+            )
+        except duckdb.Error as exc:
+            raise StateError(f"Cannot create the heap-dbt state in {where}: {exc}") from exc
+        self.exists = True
+
+    def _check(self, found: dict[str, dict[str, str]], where: str) -> None:
+        hint = (
+            f"Drop the schema {where} (or point --state-path at a new file) to start over; the "
+            "next sync then sends every row once."
+        )
+        info = found.get("state_info")
+        if info is None:
+            raise StateError(
+                f"The heap-dbt state in {where} has no state_info table: it is not heap-dbt "
+                f"state, or it is corrupt. {hint}"
+            )
+        try:
+            versions = self._con.execute(f"SELECT version FROM {self.table('state_info')}").fetchall()
+        except Exception as exc:  # any failure here means an unreadable state
+            raise StateError(f"The heap-dbt state in {where} is unreadable ({exc}). {hint}") from exc
+        if len(versions) != 1 or versions[0][0] is None:
+            raise StateError(
+                f"The heap-dbt state in {where} is corrupt (state_info has {len(versions)} rows). {hint}"
+            )
+        version = versions[0][0]
+        if version != STATE_VERSION:
+            raise StateError(
+                f"The heap-dbt state in {where} has version {version}; this heap-dbt reads version "
+                f"{STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
+            )
+        for table, columns in _COLUMNS.items():
+            have = found.get(table, {})
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise StateError(
+                    f"The heap-dbt state in {where} is corrupt: table {table} lacks "
+                    f"{', '.join(missing)}. {hint}"
+                )
+
+    # --- the run log -------------------------------------------------------------------------
+
+    def begin_run(
+        self, *, sync_id: str, model: str, obj: str, meta_path: str, app_id: str, full_refresh: bool
+    ) -> int:
+        with self._lock:
+            run_id = self._one(f"SELECT coalesce(max(run_id), 0) + 1 FROM {self.table('sync_runs')}")
+            self._con.execute(
+                f"INSERT INTO {self.table('sync_runs')} (run_id, sync_id, model, object, meta_path, "
+                "app_id, full_refresh, started_at, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'running')",
+                [run_id, sync_id, model, obj, meta_path, app_id, full_refresh, _now()],
+            )
+            return int(run_id)
+
+    def finish_run(self, run_id: int, *, counts: dict[str, int], outcome: str) -> None:
+        with self._lock:
+            self._con.execute(
+                f"UPDATE {self.table('sync_runs')} SET finished_at = ?, read = ?, sent = ?, unchanged = ?, "
+                "rejected = ?, failed = ?, removed = ?, outcome = ? WHERE run_id = ?",
+                [
+                    _now(), counts["read"], counts["sent"], counts["unchanged"], counts["rejected"],
+                    counts["failed"], counts["removed"], outcome, run_id,
+                ],
+            )  # fmt: skip
+
+    def history(self, *, limit: int) -> list[RunRecord]:
+        if not self.exists:
+            return []
+        rows = self._con.execute(
+            f"SELECT run_id, model, object, meta_path, app_id, full_refresh, started_at, finished_at, "
+            f"read, sent, unchanged, rejected, failed, removed, outcome FROM {self.table('sync_runs')} "
+            "ORDER BY run_id DESC LIMIT ?",
+            [limit],
+        ).fetchall()
+        names = ("read", "sent", "unchanged", "rejected", "failed", "removed")
+        return [
+            RunRecord(
+                run_id=r[0],
+                model=r[1],
+                object=r[2],
+                meta_path=r[3],
+                app_id=r[4],
+                full_refresh=r[5],
+                started_at=r[6],
+                finished_at=r[7],
+                counts={n: int(v or 0) for n, v in zip(names, r[8:14], strict=True)},
+                outcome="interrupted" if r[14] == "running" and r[7] is None else r[14],
+            )
+            for r in rows
+        ]
+
+    def interrupted(self, sync_id: str, *, before: int) -> bool:
+        """True if an earlier run of ``sync_id`` never finished (killed, crashed)."""
+        return bool(
+            self._one(
+                f"SELECT count(*) FROM {self.table('sync_runs')} WHERE sync_id = ? AND run_id < ? "
+                "AND outcome = 'running'",
+                [sync_id, before],
+            )
+        )
+
+    # --- acknowledged rows -------------------------------------------------------------------
+
+    def latest_sql(self, sync_id: str) -> str:
+        """SQL for (key, hash) that Heap holds for ``sync_id``, one row per key."""
+        return (
+            f"SELECT key, arg_max(hash, run_id) AS hash FROM {self.table('sync_state')} "
+            f"WHERE sync_id = '{_safe(sync_id)}' GROUP BY key"
+        )
+
+    def acknowledge(self, sync_id: str, run_id: int, keys: pa.Array, hashes: pa.Array) -> None:
+        """Record rows Heap acknowledged with a 2xx. Call only after the acknowledgement."""
+        import pyarrow as pa
+
+        batch = pa.table({"key": keys, "hash": hashes})
+        with self._lock:
+            self._con.register("heap_dbt_acks", batch)
+            try:
+                self._con.execute(
+                    f"INSERT INTO {self.table('sync_state')} SELECT ?, key, hash, ? FROM heap_dbt_acks",
+                    [sync_id, run_id],
+                )
+            finally:
+                self._con.unregister("heap_dbt_acks")
+
+    def compact(self, sync_id: str) -> None:
+        """Keep only the newest acknowledged row of each key."""
+        with self._lock:
+            self._con.execute(
+                f"DELETE FROM {self.table('sync_state')} AS s WHERE sync_id = ? AND EXISTS ("
+                f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
+                "AND n.key = s.key AND n.run_id > s.run_id)",
+                [sync_id],
+            )
+
+    def remove_missing(self, sync_id: str, source_keys_sql: str, *, apply: bool) -> int:
+        """Count (and with ``apply``, forget) keys that are no longer in the model."""
+        where = (
+            f"sync_id = '{_safe(sync_id)}' AND key NOT IN (SELECT k FROM ({source_keys_sql}) AS cur(k) "
+            "WHERE k IS NOT NULL)"
+        )
+        with self._lock:
+            removed = int(
+                self._one(f"SELECT count(DISTINCT key) FROM {self.table('sync_state')} WHERE {where}")
+            )
+            if apply and removed:
+                self._con.execute(f"DELETE FROM {self.table('sync_state')} WHERE {where}")
+        return removed
+
+    def forget(self, sync_id: str) -> None:
+        """Drop every acknowledged row of ``sync_id`` (``--full-refresh``)."""
+        with self._lock:
+            self._con.execute(f"DELETE FROM {self.table('sync_state')} WHERE sync_id = ?", [sync_id])
+
+    # --- the no-change shortcut ----------------------------------------------------------------
+
+    def fingerprint(self, sync_id: str) -> str | None:
+        if not self.exists:
+            return None
+        value = self._one(
+            f"SELECT fingerprint FROM {self.table('sync_fingerprint')} WHERE sync_id = ?", [sync_id]
+        )
+        return None if value is None else str(value)
+
+    def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None:
+        with self._lock:
+            self._con.execute(f"DELETE FROM {self.table('sync_fingerprint')} WHERE sync_id = ?", [sync_id])
+            if fingerprint is not None:
+                self._con.execute(
+                    f"INSERT INTO {self.table('sync_fingerprint')} VALUES (?, ?, ?)",
+                    [sync_id, fingerprint, run_id],
+                )
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _safe(sync_id: str) -> str:
+    # sync ids are hex digests; refuse anything else rather than quote it into SQL.
+    if not sync_id.isalnum():
+        raise ValueError(f"not a sync id: {sync_id!r}")
+    return sync_id
+
+
+def rows_as_dicts(records: list[RunRecord]) -> list[dict[str, Any]]:
+    return [
+        {
+            "run_id": r.run_id,
+            "model": r.model,
+            "object": r.object,
+            "meta_path": r.meta_path,
+            "app_id": r.app_id,
+            "full_refresh": r.full_refresh,
+            "started_at": r.started_at.isoformat() + "Z" if r.started_at else None,
+            "finished_at": r.finished_at.isoformat() + "Z" if r.finished_at else None,
+            **r.counts,
+            "outcome": r.outcome,
+        }
+        for r in records
+    ]
