@@ -1,0 +1,1 @@
+"""A reproducible throughput and memory benchmark of ``heap-dbt sync`` (``python -m benchmarks.run``)."""

@@ -1,0 +1,293 @@
+"""The benchmark's command line: build the project, start the sink, time each sync and its references, report.
+
+    python -m benchmarks.run --rows 100000,1000000 --objects user,account,event
+    python -m benchmarks.run --smoke        # 10k rows, one run each; what CI runs
+
+Per row count it runs ``dbt run`` (not timed), then per object: ``heap-dbt sync`` as a
+child process against the sink (timed, ``--repeat`` times, with ``--full-refresh`` when the
+CLI has it, so that sync state never turns a repeat into a no-op), DuckDB alone and aiohttp alone
+(the limit), and the naive one-request-per-row script (the baseline). Every step checks
+that the sink counted exactly the records sent, and stops the run if not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.baseline import naive_baseline
+from benchmarks.limits import duckdb_limit, http_limit, plan_sync
+from benchmarks.measure import run_measured
+from benchmarks.project import OBJECTS, BenchProject, ProjectBuildError, build, write_project
+from benchmarks.results import BenchResult, SyncRun, markdown_table, notes, write_json
+from benchmarks.sink import SinkProcess
+
+APP_ID = "bench"
+OUT_DIR = Path(__file__).resolve().parent / "out"
+SMOKE_ROWS = 10_000
+SMOKE_BASELINE_ROWS = 1_000
+
+
+class BenchmarkError(RuntimeError):
+    """A measurement went wrong (a failed sync, a miscount at the sink); the numbers would lie."""
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+def _row_counts(text: str) -> list[int]:
+    counts = [int(part.strip().replace("_", "")) for part in text.split(",") if part.strip()]
+    if not counts or any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"expected positive row counts like 100000,1000000, got {text!r}")
+    return counts
+
+
+def _objects(text: str) -> list[str]:
+    objects = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [o for o in objects if o not in OBJECTS]
+    if not objects or unknown:
+        raise argparse.ArgumentTypeError(f"objects are {', '.join(OBJECTS)}; got {text!r}")
+    return objects
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="Benchmark heap-dbt sync against a local counting sink."
+    )
+    parser.add_argument(
+        "--rows",
+        type=_row_counts,
+        default=[100_000, 1_000_000],
+        help="Comma-separated row counts per model (default 100000,1000000; 10000000 works).",
+    )
+    parser.add_argument(
+        "--objects", type=_objects, default=list(OBJECTS), help="Comma-separated: user,account,event."
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="JSON results file (default: benchmarks/out/results.json, or results-smoke.json).",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Timed heap-dbt runs per object and size (median)."
+    )
+    parser.add_argument(
+        "--baseline-rows",
+        type=int,
+        default=20_000,
+        help="Rows the naive baseline sends before its rate is extrapolated.",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=8, help="Requests in flight, for heap-dbt and the limit."
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=3600.0, help="Seconds before a sync process is killed."
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="Build the dbt project here and keep it (default: a temp dir)."
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"CI mode: {SMOKE_ROWS:,} rows, one run, {SMOKE_BASELINE_ROWS:,} baseline rows.",
+    )
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rows, args.repeat, args.baseline_rows = [SMOKE_ROWS], 1, SMOKE_BASELINE_ROWS
+    if args.out is None:
+        args.out = OUT_DIR / ("results-smoke.json" if args.smoke else "results.json")
+    if args.repeat < 1 or args.baseline_rows < 1:
+        parser.error("--repeat and --baseline-rows must be at least 1")
+    return args
+
+
+def heap_dbt_command() -> list[str]:
+    """The ``heap-dbt`` console script next to this interpreter, else ``python -m heap_dbt``."""
+    script = Path(sys.executable).parent / "heap-dbt"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "heap_dbt"]
+
+
+def sync_flags() -> list[str]:
+    """``--full-refresh`` when this heap-dbt keeps sync state, so that every timed run sends every row."""
+    cmd = [*heap_dbt_command(), "sync", "--help"]
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "200"}
+    )
+    return ["--full-refresh"] if "--full-refresh" in done.stdout else []
+
+
+def _expect(what: str, counted: int, expected: int) -> None:
+    if counted != expected:
+        raise BenchmarkError(f"{what}: the sink counted {counted:,} records, expected exactly {expected:,}.")
+
+
+def time_sync(
+    project: BenchProject,
+    sink: SinkProcess,
+    obj: str,
+    rows: int,
+    *,
+    concurrency: int,
+    timeout: float,
+    flags: Sequence[str] = (),
+) -> SyncRun:
+    """Run ``heap-dbt sync`` for ``obj``'s model as a child process and check what the sink got."""
+    sink.reset()
+    cmd = [
+        *heap_dbt_command(), "sync", "--select", project.model(obj),
+        "--events-per-minute", "0", "--events-per-identity-per-minute", "0",
+        "--app-id", APP_ID, "--concurrency", str(concurrency), "--json", *flags,
+    ]  # fmt: skip
+    env = {**os.environ, "HEAP_BASE_URL": sink.url, "DBT_PROFILES_DIR": str(project.root)}
+    run = run_measured(cmd, cwd=project.root, env=env, timeout=timeout)
+    stats = sink.stats()
+    if run.returncode != 0:
+        tail = "\n".join(run.stderr.splitlines()[-20:])
+        raise BenchmarkError(f"heap-dbt sync --select {project.model(obj)} exited {run.returncode}:\n{tail}")
+    report = json.loads(run.stdout)
+    (sync,) = report["syncs"]
+    if sync["sent"] != rows:
+        raise BenchmarkError(
+            f"heap-dbt sent {sync['sent']:,} of {rows:,} {obj} rows: {json.dumps(sync)[:2000]}"
+        )
+    _expect(f"heap-dbt sync of {project.model(obj)}", stats.records, rows)
+    return SyncRun(
+        wall_s=run.wall_s,
+        engine_s=float(sync["seconds"]),
+        cpu_s=run.cpu_s,
+        peak_rss_mb=run.peak_rss_mb,
+        requests=int(sync["requests"]),
+        sink_records=stats.records,
+        sink_bytes=stats.byte_count,
+        sink_requests=stats.requests,
+        sink_cpu_s=stats.cpu_s,
+    )
+
+
+def bench_object(
+    project: BenchProject, sink: SinkProcess, obj: str, rows: int, args: argparse.Namespace
+) -> BenchResult:
+    """Time heap-dbt, its two limits and the naive baseline for one model at one row count."""
+    plan = plan_sync(project, obj)
+    runs = []
+    for i in range(args.repeat):
+        run = time_sync(
+            project,
+            sink,
+            obj,
+            rows,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            flags=args.sync_flags,
+        )
+        _log(f"{obj} {rows:,}: heap-dbt run {i + 1}/{args.repeat}: {run.wall_s:.2f} s wall, "
+             f"{run.peak_rss_mb:.0f} MB peak RSS")  # fmt: skip
+        runs.append(run)
+    duck = duckdb_limit(project, plan)
+    if duck.rows != rows:
+        raise BenchmarkError(f"DuckDB produced {duck.rows:,} {obj} records, expected {rows:,}.")
+    sink.reset()
+    http = http_limit(sink.url, obj, duck.sample, rows, concurrency=args.concurrency, app_id=APP_ID)
+    _expect(f"aiohttp limit for {obj}", sink.stats().records, rows)
+    _log(f"{obj} {rows:,}: limit: DuckDB {duck.seconds:.2f} s, aiohttp {http.seconds:.2f} s")
+    sink.reset()
+    base = naive_baseline(project, plan, sink.url, rows=min(rows, args.baseline_rows), app_id=APP_ID)
+    _expect(f"naive baseline for {obj}", sink.stats().records, base.rows)
+    _log(f"{obj} {rows:,}: baseline: {base.rows:,} rows in {base.seconds:.2f} s")
+    return BenchResult(obj, project.model(obj), rows, runs, duck, http, base, args.concurrency)
+
+
+@contextlib.contextmanager
+def _workdir(path: Path | None) -> Iterator[Path]:
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="heap-dbt-bench-") as tmp:
+        yield Path(tmp)
+
+
+def _source_tree() -> dict[str, Any]:
+    """The commit of heap-dbt measured, and whether its package had uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "heap_dbt"], capture_output=True, text=True, check=False
+    )
+    return {"commit": head.stdout.strip() or None, "heap_dbt_dirty": bool(dirty.stdout.strip())}
+
+
+def _machine() -> dict[str, Any]:
+    import duckdb
+
+    from heap_dbt import __version__
+
+    return {
+        **_source_tree(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "duckdb": duckdb.__version__,
+        "heap_dbt": __version__,
+    }
+
+
+def run_benchmark(args: argparse.Namespace) -> list[BenchResult]:
+    results: list[BenchResult] = []
+    with _workdir(args.workdir) as root, SinkProcess() as sink:
+        project = write_project(root)
+        _log(f"project in {project.root}; sink at {sink.url}")
+        for rows in args.rows:
+            seconds = build(project, rows=rows, objects=args.objects)
+            _log(f"dbt run with {rows:,} rows per model: {seconds:.1f} s (not timed)")
+            for obj in args.objects:
+                results.append(bench_object(project, sink, obj, rows, args))
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.sync_flags = sync_flags()
+    machine = _machine()
+    try:
+        results = run_benchmark(args)
+    except (BenchmarkError, ProjectBuildError) as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        return 1
+    config = {
+        "rows": args.rows, "objects": args.objects, "repeat": args.repeat, "smoke": args.smoke,
+        "baseline_rows": args.baseline_rows, "concurrency": args.concurrency,
+        "sync_flags": args.sync_flags,
+    }  # fmt: skip
+    machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_json(args.out, results, config=config, machine=machine)
+    print(markdown_table(results))
+    print()
+    print(notes(results, repeat=args.repeat))
+    print(
+        f"- machine: {machine['cpus']} CPUs, load average {machine['loadavg_at_start'][0]} at start and "
+        f"{machine['loadavg_at_end'][0]} at end (shared machine: wall times are noisy, CPU seconds less so)."
+    )
+    print(f"\nJSON results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
