@@ -9,6 +9,7 @@ exactly one count of its ``SyncResult``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import random
 import time
@@ -21,7 +22,7 @@ import msgspec
 
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
-from heap_dbt.errors import ConfigError, RetriableAPIError, WarehouseError
+from heap_dbt.errors import ConfigError, RetriableAPIError, StateError, WarehouseError
 from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_models
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
@@ -107,11 +108,12 @@ class _Prepared:
     query: sql.RecordQuery
     columns: list[Column] = field(default_factory=list)
 
-    def diff_query(self, previous: str | None) -> sql.RecordQuery:
-        """The record query, limited to rows that differ from ``previous`` when given."""
-        if previous is None:
-            return self.query
-        return sql.record_query(self.spec, self.columns, model_label=self.spec.label, previous=previous)
+    def build(self, *, previous: str | None, duplicates: bool) -> sql.RecordQuery:
+        """The record query: only rows that differ from ``previous`` when given, and with the
+        duplicate-key join only when the probe found a repeated key."""
+        return sql.record_query(
+            self.spec, self.columns, model_label=self.spec.label, previous=previous, duplicates=duplicates
+        )
 
 
 def _prepare(
@@ -160,7 +162,8 @@ class _Chunk:
     records: pa.Array
     keys: pa.Array
     identities: pa.Array | None
-    hashes: pa.Array | None = None
+    acks: pa.RecordBatch | None = None
+    """What the state records once Heap acknowledges these rows (k1, k2, hash)."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -169,16 +172,17 @@ class _Chunk:
         def cut(a: pa.Array | None) -> pa.Array | None:
             return None if a is None else a.slice(start, length)
 
-        return _Chunk(self.records.slice(start, length), self.keys.slice(start, length),
-                      cut(self.identities), cut(self.hashes))  # fmt: skip
+        acks = None if self.acks is None else self.acks.slice(start, length)
+        return _Chunk(
+            self.records.slice(start, length), self.keys.slice(start, length), cut(self.identities), acks
+        )
 
     def filter(self, mask: pa.Array) -> _Chunk:
         def keep(a: pa.Array | None) -> pa.Array | None:
             return None if a is None else a.filter(mask)
 
-        return _Chunk(
-            self.records.filter(mask), self.keys.filter(mask), keep(self.identities), keep(self.hashes)
-        )
+        acks = None if self.acks is None else self.acks.filter(mask)
+        return _Chunk(self.records.filter(mask), self.keys.filter(mask), keep(self.identities), acks)
 
     def split(self) -> tuple[_Chunk, _Chunk]:
         mid = len(self) // 2
@@ -276,8 +280,8 @@ class _SyncRun:
                 retry_after = heap.parse_retry_after(response.retry_after, now=time.time())
             if outcome is heap.Outcome.DELIVERED:
                 self.result.sent += len(chunk)
-                if self.acker is not None and chunk.hashes is not None:
-                    self.acker.add(chunk.keys, chunk.hashes)  # only ever after a 2xx
+                if self.acker is not None and chunk.acks is not None:
+                    self.acker.add(chunk.acks)  # only ever after a 2xx
                 return
             if outcome is heap.Outcome.SPLIT:
                 if len(chunk) == 1:
@@ -331,20 +335,18 @@ class Acker:
         self._batch_rows = batch_rows
         self._max_age = max_age
         self._last_flush = time.monotonic()
-        self._pending: list[tuple[pa.Array, pa.Array]] = []
+        self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Future[None]] = []
 
-    def add(self, keys: pa.Array, hashes: pa.Array) -> None:
-        self._pending.append((keys, hashes))
-        self._pending_rows += len(keys)
+    def add(self, acks: pa.RecordBatch) -> None:
+        self._pending.append(acks)
+        self._pending_rows += acks.num_rows
         # Flush by size, and by age so that a crash costs at most ~a second of resends.
         if self._pending_rows >= self._batch_rows or time.monotonic() - self._last_flush >= self._max_age:
             self._last_flush = time.monotonic()
-            task = asyncio.ensure_future(self.flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.append(asyncio.ensure_future(self.flush()))
 
     async def flush(self) -> None:
         import pyarrow as pa
@@ -352,15 +354,20 @@ class Acker:
         async with self._lock:
             if not self._pending:
                 return
-            batch, self._pending, self._pending_rows = self._pending, [], 0
-            keys = pa.concat_arrays([k for k, _ in batch])
-            hashes = pa.concat_arrays([h for _, h in batch])
-            await asyncio.to_thread(self._state.acknowledge, self._sync_id, self._run_id, keys, hashes)
+            batches, self._pending, self._pending_rows = self._pending, [], 0
+            table = pa.Table.from_batches(batches).rename_columns(["k1", "k2", "hash"])
+            await asyncio.to_thread(self._state.acknowledge, self._sync_id, self._run_id, table)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks)
-        await self.flush()
+        """Write what is pending; raise StateError if any write failed (the rows stay unrecorded)."""
+        tasks, self._tasks = self._tasks, []
+        outcomes = await asyncio.gather(*tasks, self.flush(), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            raise StateError(
+                f"Heap acknowledged rows that could not be recorded in the sync state ({failures[0]}); "
+                "the next run sends them again."
+            ) from failures[0]
 
 
 async def _stream(
@@ -395,7 +402,7 @@ async def _stream(
                 batch.column(sql.RECORD),
                 batch.column(sql.KEY),
                 batch.column(sql.IDENTITY) if query.has_identity else None,
-                batch.column(sql.HASH),
+                batch.select([sql.K1, sql.K2, sql.HASH]),
             )
             new = batch.column(sql.NEW)
             if reasons.null_count != n:
@@ -417,8 +424,15 @@ async def _stream(
                 if not result.sample and len(rows):
                     result.sample = _take_sample(rows.records, prepared.app_id, spec.object)
             else:
-                lengths = pc.binary_length(rows.records).to_pylist()
-                for start, end in cut_chunks(lengths, max_items=limit, max_bytes=heap.MAX_BODY_BYTES):
+                lengths = pc.binary_length(rows.records)
+                longest = int(pc.max(lengths).as_py() or 0)
+                if (longest + 1) * limit <= heap.MAX_BODY_BYTES:  # no body can be too big: cut by count
+                    bounds: Iterator[tuple[int, int]] = (
+                        (i, min(i + limit, len(rows))) for i in range(0, len(rows), limit)
+                    )
+                else:
+                    bounds = cut_chunks(lengths.to_pylist(), max_items=limit, max_bytes=heap.MAX_BODY_BYTES)
+                for start, end in bounds:
                     await run.slots.acquire()
                     task = asyncio.create_task(run.send_in_slot(rows.slice(start, end - start)))
                     tasks.add(task)
@@ -458,11 +472,13 @@ async def _run_one(
     outcome = "error"
     try:
         with reader.snapshot():
-            fingerprint = str(reader.scalar(prepared.query.fingerprint_sql))
+            probe = reader.fetch_one(prepared.query.probe_sql)
+            total, repeated = int(probe[0]), int(probe[1])
+            fingerprint = prepared.query.fingerprint(probe)
             known = state is not None and state.exists and not options.full_refresh
             if known and state is not None and state.fingerprint(sync_id) == fingerprint:
                 # The model is exactly as it was when Heap acknowledged every row of it.
-                result.read = result.unchanged = int(fingerprint.split(":", 1)[0])
+                result.read = result.unchanged = total
                 result.skipped_unchanged = True
                 outcome = "success"
                 return
@@ -473,9 +489,8 @@ async def _run_one(
                 result.removed = state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
                 if writing:
                     state.forget(sync_id)
-            total = int(reader.scalar(prepared.query.count_sql))
             previous = state.latest_sql(sync_id) if known and state is not None else None
-            query = prepared.diff_query(previous)
+            query = prepared.build(previous=previous, duplicates=repeated > 0)
             streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
             result.read = total
             result.unchanged = total - streamed
@@ -489,10 +504,11 @@ async def _run_one(
             if result.ok:
                 state.set_fingerprint(sync_id, fingerprint, run_id=run_id)
         outcome = "success" if result.ok else "partial"
-    except WarehouseError as exc:
+    except (WarehouseError, StateError) as exc:
         result.error = str(exc)
         if run.acker is not None:
-            await run.acker.close()  # rows Heap acknowledged stay acknowledged
+            with contextlib.suppress(StateError):
+                await run.acker.close()  # rows Heap acknowledged stay acknowledged
     finally:
         if writing and state is not None:
             state.finish_run(run_id, counts=result.counts(), outcome=outcome)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from heap_dbt.config import SyncSpec
 from heap_dbt.warehouse import Column, ColumnType
@@ -24,9 +25,10 @@ PLACEHOLDER_IDENTITIES = ("null", "undefined", "none", "nan")
 
 ISO_MS = "%Y-%m-%dT%H:%M:%S.%gZ"
 WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+WHITESPACE_CODES = "(9, 10, 11, 12, 13, 32)"
 
 KEY, REASON, RECORD, TRUNCATED, IDENTITY = "__key", "__reason", "__record", "__truncated", "__identity"
-HASH, NEW = "__hash", "__new"
+HASH, NEW, K1, K2 = "__hash", "__new", "k1", "k2"
 
 # DuckDB's hash() is 15x cheaper than md5 here. Should a DuckDB upgrade ever change it,
 # every row looks changed once and is resent once; nothing is lost.
@@ -98,7 +100,7 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     if t.kind in ("date", "timestamp", "timestamptz"):
         reasons.append((f"isinf({expr})", lit(f"property {label!r} is an infinite date")))
     if t.kind in ("string", "list", "other", "struct", "map"):
-        too_long = f"length({text}) > {MAX_VALUE}"
+        too_long = _longer_than(text, MAX_VALUE)
         if truncate:
             truncations.append(too_long)
             text = f"left({text}, {MAX_VALUE})"
@@ -158,21 +160,35 @@ def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool) -> list[_En
     return [value]
 
 
+def _longer_than(expr: str, limit: int) -> str:
+    """``length(expr) > limit``, counting characters only where the bytes could exceed it."""
+    return f"CASE WHEN strlen({expr}) > {limit} THEN length({expr}) > {limit} ELSE false END"
+
+
+def _padded(expr: str) -> str:
+    """True where ``expr`` starts or ends with whitespace: trim() can change only those."""
+    return f"(ascii({expr}) IN {WHITESPACE_CODES} OR ascii(right({expr}, 1)) IN {WHITESPACE_CODES})"
+
+
 def _identity_checks(expr: str, what: str) -> list[tuple[str, str]]:
     placeholders = ", ".join(lit(p) for p in PLACEHOLDER_IDENTITIES)
+    longest = max(len(p) for p in PLACEHOLDER_IDENTITIES)
+    # trim() is costly; only short or padded values can trim down to a placeholder.
+    placeholder = (
+        f"CASE WHEN strlen({expr}) <= {longest} OR {_padded(expr)} "
+        f"THEN lower(trim({expr}, {WHITESPACE})) IN ({placeholders}) ELSE false END"
+    )
     return [
-        (f"length({expr}) > {MAX_IDENTITY}", lit(f"{what} is longer than {MAX_IDENTITY} characters")),
-        (
-            f"lower(trim({expr}, {WHITESPACE})) IN ({placeholders})",
-            f"{lit(what + ' is a placeholder (')} || {expr} || {lit('), not a real identity')}",
-        ),
+        (_longer_than(expr, MAX_IDENTITY), lit(f"{what} is longer than {MAX_IDENTITY} characters")),
+        (placeholder, f"{lit(what + ' is a placeholder (')} || {expr} || {lit('), not a real identity')}"),
     ]
 
 
 def _empty_checks(expr: str, what: str) -> list[tuple[str, str]]:
+    blank = f"CASE WHEN {expr} = '' OR {_padded(expr)} THEN trim({expr}, {WHITESPACE}) = '' ELSE false END"
     return [
         (f"{expr} IS NULL", lit(f"{what} is NULL")),
-        (f"trim({expr}, {WHITESPACE}) = ''", lit(f"{what} is empty or whitespace")),
+        (blank, lit(f"{what} is empty or whitespace")),
     ]
 
 
@@ -183,14 +199,24 @@ class RecordQuery:
     sql: str
     has_identity: bool
     keys_sql: str
-    """The model's non-NULL keys, for finding keys that left the model."""
-    count_sql: str
-    fingerprint_sql: str
-    """One row: a hash of the whole model and of this query, to skip an unchanged model."""
+    """The model's keys, for finding keys that left the model."""
+    probe_sql: str
+    """One row, one scan: row count, how many keys repeat, and a hash of every row."""
+    definition: str
+    """A hash of how records are built; part of the model's fingerprint."""
+
+    def fingerprint(self, probe: tuple[Any, ...]) -> str:
+        """The model's fingerprint from the probe row: rows, content and record definition."""
+        return f"{probe[0]}:{probe[2]}:{self.definition}"
 
 
 def record_query(
-    spec: SyncSpec, columns: list[Column], *, model_label: str, previous: str | None = None
+    spec: SyncSpec,
+    columns: list[Column],
+    *,
+    model_label: str,
+    previous: str | None = None,
+    duplicates: bool = True,
 ) -> RecordQuery:
     """Build the SQL that yields key, reason, record JSON and truncation count for ``spec``.
 
@@ -198,7 +224,8 @@ def record_query(
     ``config.resolve_columns``; ``model_label`` seeds the deterministic idempotency key.
     With ``previous`` (SQL yielding ``key, hash`` of what Heap holds), only rows that are
     new, changed, or rejected come out: the diff runs in the warehouse. Events compare
-    keys only, since Heap keeps the first event with an idempotency key.
+    keys only, since Heap keeps the first event with an idempotency key. ``duplicates=False``
+    (the probe found no repeated key) leaves out the duplicate-key join, a third of the work.
     """
     types = {c.name: c.type for c in columns}
     src = spec.model.relation_name
@@ -226,7 +253,7 @@ def record_query(
             reasons += _empty_checks(name_sql, f"event name ({spec.event_name_column})")
             reasons.append(
                 (
-                    f"length({name_sql}) > {MAX_EVENT_NAME}",
+                    _longer_than(name_sql, MAX_EVENT_NAME),
                     lit(f"event name is longer than {MAX_EVENT_NAME} characters"),
                 )
             )
@@ -245,11 +272,9 @@ def record_query(
     else:
         head.append(f"'\"account_id\":' || CAST(to_json(k.{ident(KEY)}) AS VARCHAR)")
 
-    reasons.append(
-        (
-            "k.__heap_dups IS NOT NULL",
-            f"{lit('duplicate key: ')} || k.__heap_dups || {lit(' rows share it, so none of them is sent')}",
-        )
+    dup_reason = (
+        "k.__heap_dups IS NOT NULL",
+        f"{lit('duplicate key: ')} || k.__heap_dups || {lit(' rows share it, so none of them is sent')}",
     )
     for e in entries:
         reasons += e.reasons
@@ -259,6 +284,9 @@ def record_query(
         "'{' || concat_ws(',', " + ", ".join(e.fragment for e in entries) + ") || '}'" if entries else "'{}'"
     )
     record = "'{' || concat_ws(',', " + ", ".join([*head, f"'\"properties\":' || {properties}"]) + ") || '}'"
+    definition = hash_text("\n".join([str(src), key_expr, record, *(c + m for c, m in reasons)]))
+    if duplicates:
+        reasons.append(dup_reason)
     reason_sql = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in reasons) + " END"
     trunc_sql = (
         " + ".join(f"CAST(coalesce({c}, false) AS INTEGER)" for c in truncations) if truncations else "0"
@@ -271,42 +299,55 @@ def record_query(
     ]
     if spec.object == "event":
         select.append(f"{identity_sql} AS {ident(IDENTITY)}")
-    body = f"""
-WITH src AS (
-    SELECT *, {key_expr} AS {ident(KEY)} FROM {src}
-),
-dups AS (
+    dups = (
+        f"""dups AS (
     SELECT {ident(KEY)} AS dup_key, count(*) AS n FROM src
     WHERE {ident(KEY)} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
 ),
 k AS (
     SELECT src.*, dups.n AS __heap_dups FROM src LEFT JOIN dups ON src.{ident(KEY)} = dups.dup_key
+),"""
+        if duplicates
+        else "k AS (SELECT * FROM src),"
+    )
+    body = f"""
+WITH src AS (
+    SELECT *, {key_expr} AS {ident(KEY)} FROM {src}
 ),
+{dups}
 rec AS (
     SELECT {", ".join(select)}
     FROM k
 )"""
     row_hash = f"{ROW_HASH}(rec.{ident(RECORD)})"
+    key_hashes = f"{_key_hashes(f'rec.{ident(KEY)}')}, {row_hash} AS {ident(HASH)}"
     if previous is None:
-        query = f"{body}\nSELECT rec.*, {row_hash} AS {ident(HASH)}, true AS {ident(NEW)} FROM rec"
+        query = f"{body}\nSELECT rec.*, {key_hashes}, true AS {ident(NEW)} FROM rec"
     else:
         changed = "" if spec.object == "event" else f" OR prev.hash IS DISTINCT FROM {row_hash}"
         query = (
             f"{body},\nprev AS ({previous})\n"
-            f"SELECT rec.*, {row_hash} AS {ident(HASH)}, prev.key IS NULL AS {ident(NEW)}\n"
-            f"FROM rec LEFT JOIN prev ON prev.key = rec.{ident(KEY)}\n"
-            f"WHERE rec.{ident(REASON)} IS NOT NULL OR prev.key IS NULL{changed}"
+            f"SELECT rec.*, {key_hashes}, prev.k1 IS NULL AS {ident(NEW)}\n"
+            f"FROM rec LEFT JOIN prev ON prev.k1 = {ROW_HASH}(rec.{ident(KEY)}) "
+            f"AND prev.k2 = {ROW_HASH}(rec.{ident(KEY)} || chr(31))\n"
+            f"WHERE rec.{ident(REASON)} IS NOT NULL OR prev.k1 IS NULL{changed}"
         )
     return RecordQuery(
         sql=query,
         has_identity=spec.object == "event",
-        keys_sql=f"SELECT {key_expr} AS k FROM {src}",
-        count_sql=f"SELECT count(*) FROM {src}",
-        fingerprint_sql=(
-            f"SELECT count(*)::VARCHAR || ':' || coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR "
-            f"|| ':' || {lit(str(hash_text(body)))} FROM {src} AS __heap_row"
+        keys_sql=f"SELECT {_key_hashes('k')} FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL",
+        probe_sql=(
+            f"SELECT count(*), count(__heap_row.{ident(KEY)}) - count(DISTINCT __heap_row.{ident(KEY)}), "
+            f"coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR "
+            f"FROM (SELECT *, {key_expr} AS {ident(KEY)} FROM {src}) AS __heap_row"
         ),
+        definition=str(definition),
     )
+
+
+def _key_hashes(expr: str) -> str:
+    """A key as two independent 64-bit hashes, the form the sync state stores."""
+    return f"{ROW_HASH}({expr}) AS {K1}, {ROW_HASH}({expr} || chr(31)) AS {K2}"
 
 
 def hash_text(text: str) -> int:

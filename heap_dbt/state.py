@@ -3,8 +3,10 @@
 Tables (schema ``heap_dbt`` by default):
 
 - ``state_info``: one row, the state schema version. Any other version is refused.
-- ``sync_state(sync_id, key, hash, run_id)``: what Heap acknowledged, per key. Rows are
-  appended only after a 2xx for the request that carried them; the row with the highest
+- ``sync_state(sync_id, k1, k2, hash, run_id)``: what Heap acknowledged, per key. A key is
+  stored as two 64-bit hashes (128 bits: a collision is not a practical risk), which makes
+  writing a million acknowledgements several times cheaper than storing the strings. Rows
+  are appended only after a 2xx for the request that carried them; the row with the highest
   ``run_id`` for a key is the one Heap holds. ``compact`` keeps one row per key.
 - ``sync_fingerprint(sync_id, fingerprint, run_id)``: a hash of the whole model as of the
   last run that delivered every row; an unchanged model is then skipped without a diff.
@@ -30,7 +32,9 @@ STATE_VERSION = 1
 
 _COLUMNS = {
     "state_info": {"version": "INTEGER", "created_at": "TIMESTAMP"},
-    "sync_state": {"sync_id": "VARCHAR", "key": "VARCHAR", "hash": "UBIGINT", "run_id": "BIGINT"},
+    "sync_state": {
+        "sync_id": "VARCHAR", "k1": "UBIGINT", "k2": "UBIGINT", "hash": "UBIGINT", "run_id": "BIGINT",
+    },
     "sync_fingerprint": {"sync_id": "VARCHAR", "fingerprint": "VARCHAR", "run_id": "BIGINT"},
     "sync_runs": {
         "run_id": "BIGINT", "sync_id": "VARCHAR", "model": "VARCHAR", "object": "VARCHAR",
@@ -221,22 +225,19 @@ class DuckDBState:
     # --- acknowledged rows -------------------------------------------------------------------
 
     def latest_sql(self, sync_id: str) -> str:
-        """SQL for (key, hash) that Heap holds for ``sync_id``, one row per key."""
+        """SQL for (k1, k2, hash) that Heap holds for ``sync_id``, one row per key."""
         return (
-            f"SELECT key, arg_max(hash, run_id) AS hash FROM {self.table('sync_state')} "
-            f"WHERE sync_id = '{_safe(sync_id)}' GROUP BY key"
+            f"SELECT k1, k2, arg_max(hash, run_id) AS hash FROM {self.table('sync_state')} "
+            f"WHERE sync_id = '{_safe(sync_id)}' GROUP BY k1, k2"
         )
 
-    def acknowledge(self, sync_id: str, run_id: int, keys: pa.Array, hashes: pa.Array) -> None:
-        """Record rows Heap acknowledged with a 2xx. Call only after the acknowledgement."""
-        import pyarrow as pa
-
-        batch = pa.table({"key": keys, "hash": hashes})
+    def acknowledge(self, sync_id: str, run_id: int, acks: pa.Table) -> None:
+        """Record rows Heap acknowledged with a 2xx (columns k1, k2, hash). Call only after the 2xx."""
         with self._lock:
-            self._con.register("heap_dbt_acks", batch)
+            self._con.register("heap_dbt_acks", acks)
             try:
                 self._con.execute(
-                    f"INSERT INTO {self.table('sync_state')} SELECT ?, key, hash, ? FROM heap_dbt_acks",
+                    f"INSERT INTO {self.table('sync_state')} SELECT ?, k1, k2, hash, ? FROM heap_dbt_acks",
                     [sync_id, run_id],
                 )
             finally:
@@ -248,22 +249,24 @@ class DuckDBState:
             self._con.execute(
                 f"DELETE FROM {self.table('sync_state')} AS s WHERE sync_id = ? AND EXISTS ("
                 f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
-                "AND n.key = s.key AND n.run_id > s.run_id)",
+                "AND n.k1 = s.k1 AND n.k2 = s.k2 AND n.run_id > s.run_id)",
                 [sync_id],
             )
 
     def remove_missing(self, sync_id: str, source_keys_sql: str, *, apply: bool) -> int:
-        """Count (and with ``apply``, forget) keys that are no longer in the model."""
+        """Count (and with ``apply``, forget) keys that are no longer in the model.
+
+        ``source_keys_sql`` yields the model's keys as (k1, k2).
+        """
         where = (
-            f"sync_id = '{_safe(sync_id)}' AND key NOT IN (SELECT k FROM ({source_keys_sql}) AS cur(k) "
-            "WHERE k IS NOT NULL)"
+            f"s.sync_id = '{_safe(sync_id)}' AND NOT EXISTS (SELECT 1 FROM ({source_keys_sql}) AS cur "
+            "WHERE cur.k1 = s.k1 AND cur.k2 = s.k2)"
         )
         with self._lock:
-            removed = int(
-                self._one(f"SELECT count(DISTINCT key) FROM {self.table('sync_state')} WHERE {where}")
-            )
+            gone = f"SELECT DISTINCT k1, k2 FROM {self.table('sync_state')} AS s WHERE {where}"
+            removed = int(self._one(f"SELECT count(*) FROM ({gone})"))
             if apply and removed:
-                self._con.execute(f"DELETE FROM {self.table('sync_state')} WHERE {where}")
+                self._con.execute(f"DELETE FROM {self.table('sync_state')} AS s WHERE {where}")
         return removed
 
     def forget(self, sync_id: str) -> None:

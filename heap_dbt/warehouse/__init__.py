@@ -60,8 +60,8 @@ class WarehouseReader(Protocol):
         """Run ``sql`` and yield its rows in batches of at most ``batch_rows``."""
         ...
 
-    def scalar(self, sql: str) -> Any:
-        """The first value of the first row of ``sql``."""
+    def fetch_one(self, sql: str) -> tuple[Any, ...]:
+        """The first row of ``sql``."""
         ...
 
     def snapshot(self) -> AbstractContextManager[None]:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from heap_dbt.state import DuckDBState
 
 # Keeps the sync's peak RSS bounded whatever the table size; DuckDB spills past it.
-DEFAULT_MEMORY_LIMIT = "160MB"
+DEFAULT_MEMORY_LIMIT = "64MB"
 
 _SIMPLE_KINDS: dict[str, Any] = {
     "varchar": "string", "uuid": "string", "enum": "string",
@@ -180,14 +180,14 @@ class DuckDBReader:
         finally:
             self._con.execute("COMMIT")
 
-    def scalar(self, sql: str) -> Any:
+    def fetch_one(self, sql: str) -> tuple[Any, ...]:
         import duckdb
 
         try:
             rows = self._con.execute(sql).fetchall()  # drained: DuckDB 2 blocks on open results
         except duckdb.Error as exc:
             raise WarehouseError(f"The warehouse query failed: {exc}") from exc
-        return rows[0][0] if rows else None
+        return tuple(rows[0])
 
     def columns(self, relation: str) -> list[Column]:
         import duckdb
