@@ -28,11 +28,12 @@ from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
 from heap_dbt.report import RowIssue, SyncReport, SyncResult
 from heap_dbt.state import DuckDBState, rows_as_dicts
-from heap_dbt.transport import AiohttpTransport, Transport
 from heap_dbt.warehouse import Column, MissingRelationError, WarehouseReader, open_reader
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+    from heap_dbt.transport import Transport
 
 OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
 ACK_BATCH_ROWS = 50_000
@@ -473,7 +474,7 @@ async def _run_one(
     try:
         with reader.snapshot():
             probe = reader.fetch_one(prepared.query.probe_sql)
-            total, repeated = int(probe[0]), int(probe[1])
+            total = int(probe[0])
             fingerprint = prepared.query.fingerprint(probe)
             known = state is not None and state.exists and not options.full_refresh
             if known and state is not None and state.fingerprint(sync_id) == fingerprint:
@@ -490,6 +491,7 @@ async def _run_one(
                 if writing:
                     state.forget(sync_id)
             previous = state.latest_sql(sync_id) if known and state is not None else None
+            repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
             query = prepared.build(previous=previous, duplicates=repeated > 0)
             streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
             result.read = total
@@ -497,7 +499,9 @@ async def _run_one(
         if run.acker is not None:
             await run.acker.close()
         if state is not None and state.exists and not options.full_refresh:
-            result.removed = state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
+            result.removed = state.remove_missing(
+                sync_id, prepared.query.keys_sql, apply=writing, before_run=run_id if writing else None
+            )
         if writing:
             assert state is not None
             state.compact(sync_id)
@@ -611,6 +615,8 @@ def run_sync(
             if options.dry_run or transport is not None:
                 await go(transport)
                 return
+            from heap_dbt.transport import AiohttpTransport  # aiohttp costs 0.2 s to import
+
             async with AiohttpTransport(
                 url, concurrency=options.concurrency, timeout=options.timeout
             ) as http:

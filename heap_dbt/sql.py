@@ -201,13 +201,15 @@ class RecordQuery:
     keys_sql: str
     """The model's keys, for finding keys that left the model."""
     probe_sql: str
-    """One row, one scan: row count, how many keys repeat, and a hash of every row."""
+    """One row: the row count and a hash of every row, for the model's fingerprint."""
+    duplicates_sql: str
+    """One row: how many rows repeat a key already seen."""
     definition: str
     """A hash of how records are built; part of the model's fingerprint."""
 
     def fingerprint(self, probe: tuple[Any, ...]) -> str:
         """The model's fingerprint from the probe row: rows, content and record definition."""
-        return f"{probe[0]}:{probe[2]}:{self.definition}"
+        return f"{probe[0]}:{probe[1]}:{self.definition}"
 
 
 def record_query(
@@ -337,10 +339,9 @@ rec AS (
         has_identity=spec.object == "event",
         keys_sql=f"SELECT {_key_hashes('k')} FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL",
         probe_sql=(
-            f"SELECT count(*), count(__heap_row.{ident(KEY)}) - count(DISTINCT __heap_row.{ident(KEY)}), "
-            f"coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR "
-            f"FROM (SELECT *, {key_expr} AS {ident(KEY)} FROM {src}) AS __heap_row"
+            f"SELECT count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR FROM {src} AS __heap_row"
         ),
+        duplicates_sql=f"SELECT count(k) - count(DISTINCT k) FROM (SELECT {key_expr} AS k FROM {src})",
         definition=str(definition),
     )
 

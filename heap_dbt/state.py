@@ -253,16 +253,26 @@ class DuckDBState:
                 [sync_id],
             )
 
-    def remove_missing(self, sync_id: str, source_keys_sql: str, *, apply: bool) -> int:
+    def remove_missing(
+        self, sync_id: str, source_keys_sql: str, *, apply: bool, before_run: int | None = None
+    ) -> int:
         """Count (and with ``apply``, forget) keys that are no longer in the model.
 
-        ``source_keys_sql`` yields the model's keys as (k1, k2).
+        ``source_keys_sql`` yields the model's keys as (k1, k2). Rows acknowledged in run
+        ``before_run`` or later are in the model by construction and are not looked at.
         """
+        older = f" AND s.run_id < {int(before_run)}" if before_run is not None else ""
         where = (
-            f"s.sync_id = '{_safe(sync_id)}' AND NOT EXISTS (SELECT 1 FROM ({source_keys_sql}) AS cur "
+            f"s.sync_id = '{_safe(sync_id)}'{older} AND NOT EXISTS (SELECT 1 FROM ({source_keys_sql}) AS cur "
             "WHERE cur.k1 = s.k1 AND cur.k2 = s.k2)"
         )
+        exists = (
+            f"SELECT count(*) FROM (SELECT 1 FROM {self.table('sync_state')} AS s "
+            f"WHERE s.sync_id = ?{older} LIMIT 1)"
+        )
         with self._lock:
+            if not self._one(exists, [sync_id]):
+                return 0  # nothing from earlier runs (a first sync): skip scanning the model's keys
             gone = f"SELECT DISTINCT k1, k2 FROM {self.table('sync_state')} AS s WHERE {where}"
             removed = int(self._one(f"SELECT count(*) FROM ({gone})"))
             if apply and removed:

@@ -67,7 +67,9 @@ def make_run(
     prepared = _Prepared(
         spec,
         APP_ID,
-        sql.RecordQuery(sql="", has_identity=obj == "event", keys_sql="", count_sql="", fingerprint_sql=""),
+        sql.RecordQuery(
+            sql="", has_identity=obj == "event", keys_sql="", probe_sql="", duplicates_sql="", definition=""
+        ),
     )
     result = SyncResult(
         model=model.name,
@@ -464,6 +466,9 @@ async def test_aiohttp_response_carries_status_text_and_retry_after() -> None:
     assert (answer.status, answer.text, answer.retry_after) == (429, "Too many", "12")
 
 
-async def test_aiohttp_transport_must_be_opened() -> None:
-    with pytest.raises(RuntimeError, match="async with"):
-        await transport().post(USERS, b"{}")
+async def test_aiohttp_transport_cannot_be_reused_after_close() -> None:
+    # The session opens lazily at the first request; after the context ends it stays closed.
+    async with transport() as closed:
+        pass
+    with pytest.raises(RuntimeError, match="closed"):
+        await closed.post(USERS, b"{}")
