@@ -2,6 +2,8 @@
 
 Every value is a function of the row number, so a build is deterministic, every key is
 unique and every row passes heap-dbt's checks: the sink must receive exactly N records.
+The ``changed_pct`` var changes the users' ``plan`` for rows with ``i % 100 < changed_pct``,
+so that an incremental sync has an exact, known set of changed rows to send.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ model-paths: ["models"]
 target-path: "target"
 vars:
   rows: 10000
+  changed_pct: 0
 models:
   heap_bench:
     +materialized: table
@@ -51,7 +54,8 @@ select
     (['Ada', 'Grace', 'Alan', 'Edsger', 'Barbara', 'Donald', 'Margaret', 'Ken', 'Radia', 'Linus'])[1 + i % 10]
         || ' ' || (['Lovelace', 'Hopper', 'Turing', 'Dijkstra', 'Liskov', 'Knuth', 'Hamilton',
                     'Thompson', 'Perlman', 'Torvalds'])[1 + (i // 10) % 10] as full_name,
-    (['free', 'starter', 'pro', 'enterprise'])[1 + (i * 7) % 4] as plan,
+    case when i % 100 < {{ var('changed_pct') }} then 'changed'
+         else (['free', 'starter', 'pro', 'enterprise'])[1 + (i * 7) % 4] end as plan,
     'acct-' || lpad(cast(i // 10 as varchar), 8, '0') as account_id,
     cast(((i * 37) % 1000000) / 100 as decimal(12, 2)) as lifetime_value,
     cast(((i * 2654435761) % 100000) / 1000 as double) as engagement_score,
@@ -180,12 +184,18 @@ def dbt_command() -> list[str]:
     return [found]
 
 
-def build(project: BenchProject, *, rows: int, objects: Sequence[str]) -> float:
+def changed_rows(rows: int, changed_pct: int) -> int:
+    """How many of ``range(rows)`` the ``changed_pct`` var changes: those with ``i % 100 < changed_pct``."""
+    pct = max(0, min(changed_pct, 100))
+    return rows // 100 * pct + min(rows % 100, pct)
+
+
+def build(project: BenchProject, *, rows: int, objects: Sequence[str], changed_pct: int = 0) -> float:
     """``dbt run`` the models of ``objects`` with ``rows`` rows each; returns its (untimed) seconds."""
     cmd = [
         *dbt_command(), "run",
         "--project-dir", str(project.root), "--profiles-dir", str(project.root),
-        "--vars", json.dumps({"rows": rows}),
+        "--vars", json.dumps({"rows": rows, "changed_pct": changed_pct}),
         "--select", *(MODELS[o] for o in objects),
     ]  # fmt: skip
     started = time.perf_counter()

@@ -4,23 +4,23 @@
     python -m benchmarks.run --smoke        # 10k rows, one run each; what CI runs
 
 Per row count it runs ``dbt run`` (not timed), then per object: ``heap-dbt sync`` as a
-child process against the sink (timed, ``--repeat`` times, with ``--full-refresh`` when the
-CLI has it, so that sync state never turns a repeat into a no-op), DuckDB alone and aiohttp alone
-(the limit), and the naive one-request-per-row script (the baseline). Every step checks
-that the sink counted exactly the records sent, and stops the run if not.
+child process against the sink (timed, ``--repeat`` times; each a true first sync, as the
+state schema is dropped from the DuckDB file before it), DuckDB alone and aiohttp alone
+(the limit), and the naive one-request-per-row script (the baseline). Then, unless
+``--no-incremental``, the incremental scenario on the user model at the largest row count
+(``benchmarks.incremental``): first sync, no-op re-sync, re-sync after 1% changed. Every
+step checks that the sink counted exactly the records sent, and stops the run if not.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,25 +29,24 @@ if __package__ in (None, ""):  # `python benchmarks/run.py`: make `benchmarks` i
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baseline import naive_baseline
+from benchmarks.incremental import run_incremental
 from benchmarks.limits import duckdb_limit, http_limit, plan_sync
-from benchmarks.measure import run_measured
 from benchmarks.project import OBJECTS, BenchProject, ProjectBuildError, build, write_project
-from benchmarks.results import BenchResult, SyncRun, markdown_table, notes, write_json
+from benchmarks.results import (
+    BenchResult,
+    IncrementalResult,
+    incremental_notes,
+    incremental_table,
+    markdown_table,
+    notes,
+    write_json,
+)
 from benchmarks.sink import SinkProcess
+from benchmarks.syncs import APP_ID, BenchmarkError, drop_state, expect_records, log, time_sync
 
-APP_ID = "bench"
 OUT_DIR = Path(__file__).resolve().parent / "out"
 SMOKE_ROWS = 10_000
 SMOKE_BASELINE_ROWS = 1_000
-
-
-class BenchmarkError(RuntimeError):
-    """A measurement went wrong (a failed sync, a miscount at the sink); the numbers would lie."""
-
-
-def _log(message: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
 
 
 def _row_counts(text: str) -> list[int]:
@@ -102,6 +101,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--workdir", type=Path, help="Build the dbt project here and keep it (default: a temp dir)."
     )
     parser.add_argument(
+        "--no-incremental",
+        dest="incremental",
+        action="store_false",
+        help="Skip the incremental scenario (first sync, no-op, 1%% changed) on the user model.",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help=f"CI mode: {SMOKE_ROWS:,} rows, one run, {SMOKE_BASELINE_ROWS:,} baseline rows.",
@@ -116,69 +121,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def heap_dbt_command() -> list[str]:
-    """The ``heap-dbt`` console script next to this interpreter, else ``python -m heap_dbt``."""
-    script = Path(sys.executable).parent / "heap-dbt"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "heap_dbt"]
-
-
-def sync_flags() -> list[str]:
-    """``--full-refresh`` when this heap-dbt keeps sync state, so that every timed run sends every row."""
-    cmd = [*heap_dbt_command(), "sync", "--help"]
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, check=False, env={**os.environ, "COLUMNS": "200"}
-    )
-    return ["--full-refresh"] if "--full-refresh" in done.stdout else []
-
-
-def _expect(what: str, counted: int, expected: int) -> None:
-    if counted != expected:
-        raise BenchmarkError(f"{what}: the sink counted {counted:,} records, expected exactly {expected:,}.")
-
-
-def time_sync(
-    project: BenchProject,
-    sink: SinkProcess,
-    obj: str,
-    rows: int,
-    *,
-    concurrency: int,
-    timeout: float,
-    flags: Sequence[str] = (),
-) -> SyncRun:
-    """Run ``heap-dbt sync`` for ``obj``'s model as a child process and check what the sink got."""
-    sink.reset()
-    cmd = [
-        *heap_dbt_command(), "sync", "--select", project.model(obj),
-        "--events-per-minute", "0", "--events-per-identity-per-minute", "0",
-        "--app-id", APP_ID, "--concurrency", str(concurrency), "--json", *flags,
-    ]  # fmt: skip
-    env = {**os.environ, "HEAP_BASE_URL": sink.url, "DBT_PROFILES_DIR": str(project.root)}
-    run = run_measured(cmd, cwd=project.root, env=env, timeout=timeout)
-    stats = sink.stats()
-    if run.returncode != 0:
-        tail = "\n".join(run.stderr.splitlines()[-20:])
-        raise BenchmarkError(f"heap-dbt sync --select {project.model(obj)} exited {run.returncode}:\n{tail}")
-    report = json.loads(run.stdout)
-    (sync,) = report["syncs"]
-    if sync["sent"] != rows:
-        raise BenchmarkError(
-            f"heap-dbt sent {sync['sent']:,} of {rows:,} {obj} rows: {json.dumps(sync)[:2000]}"
-        )
-    _expect(f"heap-dbt sync of {project.model(obj)}", stats.records, rows)
-    return SyncRun(
-        wall_s=run.wall_s,
-        engine_s=float(sync["seconds"]),
-        cpu_s=run.cpu_s,
-        peak_rss_mb=run.peak_rss_mb,
-        requests=int(sync["requests"]),
-        sink_records=stats.records,
-        sink_bytes=stats.byte_count,
-        sink_requests=stats.requests,
-        sink_cpu_s=stats.cpu_s,
-    )
-
-
 def bench_object(
     project: BenchProject, sink: SinkProcess, obj: str, rows: int, args: argparse.Namespace
 ) -> BenchResult:
@@ -186,16 +128,16 @@ def bench_object(
     plan = plan_sync(project, obj)
     runs = []
     for i in range(args.repeat):
+        drop_state(project)  # a true first sync: every row is new
         run = time_sync(
             project,
             sink,
             obj,
-            rows,
+            expect={"read": rows, "sent": rows, "unchanged": 0, "new": rows},
             concurrency=args.concurrency,
             timeout=args.timeout,
-            flags=args.sync_flags,
         )
-        _log(f"{obj} {rows:,}: heap-dbt run {i + 1}/{args.repeat}: {run.wall_s:.2f} s wall, "
+        log(f"{obj} {rows:,}: heap-dbt run {i + 1}/{args.repeat}: {run.wall_s:.2f} s wall, "
              f"{run.peak_rss_mb:.0f} MB peak RSS")  # fmt: skip
         runs.append(run)
     duck = duckdb_limit(project, plan)
@@ -203,12 +145,12 @@ def bench_object(
         raise BenchmarkError(f"DuckDB produced {duck.rows:,} {obj} records, expected {rows:,}.")
     sink.reset()
     http = http_limit(sink.url, obj, duck.sample, rows, concurrency=args.concurrency, app_id=APP_ID)
-    _expect(f"aiohttp limit for {obj}", sink.stats().records, rows)
-    _log(f"{obj} {rows:,}: limit: DuckDB {duck.seconds:.2f} s, aiohttp {http.seconds:.2f} s")
+    expect_records(f"aiohttp limit for {obj}", sink.stats().records, rows)
+    log(f"{obj} {rows:,}: limit: DuckDB {duck.seconds:.2f} s, aiohttp {http.seconds:.2f} s")
     sink.reset()
     base = naive_baseline(project, plan, sink.url, rows=min(rows, args.baseline_rows), app_id=APP_ID)
-    _expect(f"naive baseline for {obj}", sink.stats().records, base.rows)
-    _log(f"{obj} {rows:,}: baseline: {base.rows:,} rows in {base.seconds:.2f} s")
+    expect_records(f"naive baseline for {obj}", sink.stats().records, base.rows)
+    log(f"{obj} {rows:,}: baseline: {base.rows:,} rows in {base.seconds:.2f} s")
     return BenchResult(obj, project.model(obj), rows, runs, duck, http, base, args.concurrency)
 
 
@@ -249,35 +191,45 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def run_benchmark(args: argparse.Namespace) -> list[BenchResult]:
+def run_benchmark(args: argparse.Namespace) -> tuple[list[BenchResult], IncrementalResult | None]:
     results: list[BenchResult] = []
+    incremental = None
     with _workdir(args.workdir) as root, SinkProcess() as sink:
         project = write_project(root)
-        _log(f"project in {project.root}; sink at {sink.url}")
+        log(f"project in {project.root}; sink at {sink.url}")
         for rows in args.rows:
             seconds = build(project, rows=rows, objects=args.objects)
-            _log(f"dbt run with {rows:,} rows per model: {seconds:.1f} s (not timed)")
+            log(f"dbt run with {rows:,} rows per model: {seconds:.1f} s (not timed)")
             for obj in args.objects:
                 results.append(bench_object(project, sink, obj, rows, args))
-    return results
+        if args.incremental:
+            largest = max(args.rows)
+            incremental = run_incremental(
+                project,
+                sink,
+                largest,
+                concurrency=args.concurrency,
+                timeout=args.timeout,
+                built=args.rows[-1] == largest and "user" in args.objects,
+            )
+    return results, incremental
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    args.sync_flags = sync_flags()
     machine = _machine()
     try:
-        results = run_benchmark(args)
+        results, incremental = run_benchmark(args)
     except (BenchmarkError, ProjectBuildError) as exc:
         sys.stderr.write(f"Error: {exc}\n")
         return 1
     config = {
         "rows": args.rows, "objects": args.objects, "repeat": args.repeat, "smoke": args.smoke,
         "baseline_rows": args.baseline_rows, "concurrency": args.concurrency,
-        "sync_flags": args.sync_flags,
+        "sync_flags": [], "timed_runs_start_from_empty_state": True, "incremental": args.incremental,
     }  # fmt: skip
     machine["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    write_json(args.out, results, config=config, machine=machine)
+    write_json(args.out, results, config=config, machine=machine, incremental=incremental)
     print(markdown_table(results))
     print()
     print(notes(results, repeat=args.repeat))
@@ -285,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- machine: {machine['cpus']} CPUs, load average {machine['loadavg_at_start'][0]} at start and "
         f"{machine['loadavg_at_end'][0]} at end (shared machine: wall times are noisy, CPU seconds less so)."
     )
+    if incremental is not None:
+        print(f"\nIncremental: {incremental.model}, {incremental.rows:,} rows\n")
+        print(incremental_table(incremental))
+        print()
+        print(incremental_notes(incremental))
     print(f"\nJSON results: {args.out}")
     return 0
 

@@ -251,6 +251,8 @@ class _SyncRun:
         self.rng = rng or random.Random()  # noqa: S311  # jitter, not crypto
         self.acker = acker
         self.batch_size = options.batch_size
+        self.known_streamed = 0
+        """Streamed rows whose key Heap already had (changed or now rejected)."""
         self.abort = abort
 
     def _fail(self, chunk: _Chunk, reason: str) -> None:
@@ -406,6 +408,7 @@ async def _stream(
                 batch.select([sql.K1, sql.K2, sql.HASH]),
             )
             new = batch.column(sql.NEW)
+            run.known_streamed += n - int(pc.sum(new).as_py() or 0)
             if reasons.null_count != n:
                 bad = pc.is_valid(reasons)
                 for key, why in zip(
@@ -490,7 +493,14 @@ async def _run_one(
                 result.removed = state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
                 if writing:
                     state.forget(sync_id)
-            previous = state.latest_sql(sync_id) if known and state is not None else None
+            previous = None
+            known_keys = 0
+            if known and state is not None:
+                if writing:
+                    state.recover(sync_id, before=run_id)
+                compact = writing or not state.interrupted(sync_id, before=2**62)
+                previous = state.latest_sql(sync_id, compact=compact)
+                known_keys = state.count_keys(sync_id, before=run_id if writing else None)
             repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
             query = prepared.build(previous=previous, duplicates=repeated > 0)
             streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
@@ -498,13 +508,17 @@ async def _run_one(
             result.unchanged = total - streamed
         if run.acker is not None:
             await run.acker.close()
-        if state is not None and state.exists and not options.full_refresh:
-            result.removed = state.remove_missing(
-                sync_id, prepared.query.keys_sql, apply=writing, before_run=run_id if writing else None
-            )
+        if previous is not None and state is not None:
+            # Without repeated keys, every key Heap holds that is still in the model was either
+            # unchanged or streamed as known; fewer than that means keys left the model.
+            missing = known_keys - (result.unchanged + run.known_streamed)
+            if missing > 0 or repeated > 0:
+                result.removed = state.remove_missing(
+                    sync_id, prepared.query.keys_sql, apply=writing, before_run=run_id if writing else None
+                )
         if writing:
             assert state is not None
-            state.compact(sync_id)
+            state.compact(sync_id, run_id=run_id)
             if result.ok:
                 state.set_fingerprint(sync_id, fingerprint, run_id=run_id)
         outcome = "success" if result.ok else "partial"

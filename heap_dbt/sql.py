@@ -220,7 +220,7 @@ def record_query(
     previous: str | None = None,
     duplicates: bool = True,
 ) -> RecordQuery:
-    """Build the SQL that yields key, reason, record JSON and truncation count for ``spec``.
+    """Build the SQL that yields key, reason, record JSON, truncation count and hashes for ``spec``.
 
     ``columns`` must be the relation's real columns, already checked by
     ``config.resolve_columns``; ``model_label`` seeds the deterministic idempotency key.
@@ -301,6 +301,10 @@ def record_query(
     ]
     if spec.object == "event":
         select.append(f"{identity_sql} AS {ident(IDENTITY)}")
+    # Change detection hashes the source values the record is built from (plus how it is built),
+    # so the diff finds changed rows before any JSON is made: records are built for those only.
+    used = dict.fromkeys([spec.key, *spec.reserved_columns(), *spec.properties.values()])
+    row_hash = f"{ROW_HASH}({lit(str(definition))}, " + ", ".join(f"k.{ident(c)}" for c in used) + ")"
     dups = (
         f"""dups AS (
     SELECT {ident(KEY)} AS dup_key, count(*) AS n FROM src
@@ -310,30 +314,37 @@ k AS (
     SELECT src.*, dups.n AS __heap_dups FROM src LEFT JOIN dups ON src.{ident(KEY)} = dups.dup_key
 ),"""
         if duplicates
-        else "k AS (SELECT * FROM src),"
+        else "k AS (SELECT *, CAST(NULL AS BIGINT) AS __heap_dups FROM src),"
     )
-    body = f"""
+    hashed = (
+        f"h AS (SELECT k.*, {row_hash} AS __heap_hash, {ROW_HASH}(k.{ident(KEY)}) AS __heap_k1, "
+        f"{ROW_HASH}(k.{ident(KEY)} || chr(31)) AS __heap_k2 FROM k)"
+    )
+    if previous is None:
+        candidates = "cand AS (SELECT h.*, true AS __heap_new FROM h)"
+    else:
+        changed = "" if spec.object == "event" else " OR prev.hash IS DISTINCT FROM h.__heap_hash"
+        candidates = (
+            f"prev AS ({previous}),\n"
+            "cand AS (SELECT h.*, prev.k1 IS NULL AS __heap_new FROM h LEFT JOIN prev "
+            "ON prev.k1 = h.__heap_k1 AND prev.k2 = h.__heap_k2 "
+            f"WHERE prev.k1 IS NULL OR h.__heap_dups IS NOT NULL{changed})"
+        )
+    select += [
+        f"k.__heap_k1 AS {K1}",
+        f"k.__heap_k2 AS {K2}",
+        f"k.__heap_hash AS {ident(HASH)}",
+        f"k.__heap_new AS {ident(NEW)}",
+    ]
+    query = f"""
 WITH src AS (
     SELECT *, {key_expr} AS {ident(KEY)} FROM {src}
 ),
 {dups}
-rec AS (
-    SELECT {", ".join(select)}
-    FROM k
-)"""
-    row_hash = f"{ROW_HASH}(rec.{ident(RECORD)})"
-    key_hashes = f"{_key_hashes(f'rec.{ident(KEY)}')}, {row_hash} AS {ident(HASH)}"
-    if previous is None:
-        query = f"{body}\nSELECT rec.*, {key_hashes}, true AS {ident(NEW)} FROM rec"
-    else:
-        changed = "" if spec.object == "event" else f" OR prev.hash IS DISTINCT FROM {row_hash}"
-        query = (
-            f"{body},\nprev AS ({previous})\n"
-            f"SELECT rec.*, {key_hashes}, prev.k1 IS NULL AS {ident(NEW)}\n"
-            f"FROM rec LEFT JOIN prev ON prev.k1 = {ROW_HASH}(rec.{ident(KEY)}) "
-            f"AND prev.k2 = {ROW_HASH}(rec.{ident(KEY)} || chr(31))\n"
-            f"WHERE rec.{ident(REASON)} IS NOT NULL OR prev.k1 IS NULL{changed}"
-        )
+{hashed},
+{candidates}
+SELECT {", ".join(select)}
+FROM cand AS k"""
     return RecordQuery(
         sql=query,
         has_identity=spec.object == "event",
@@ -341,7 +352,11 @@ rec AS (
         probe_sql=(
             f"SELECT count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR FROM {src} AS __heap_row"
         ),
-        duplicates_sql=f"SELECT count(k) - count(DISTINCT k) FROM (SELECT {key_expr} AS k FROM {src})",
+        # Distinct hashes: a collision can only raise a false alarm (then the exact join runs).
+        duplicates_sql=(
+            f"SELECT count(*) - count(DISTINCT {ROW_HASH}(k)) "
+            f"FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL"
+        ),
         definition=str(definition),
     )
 

@@ -222,13 +222,44 @@ class DuckDBState:
             )
         )
 
+    def recover(self, sync_id: str, *, before: int) -> None:
+        """After a run that never finished, keep one row per key again and mark it interrupted."""
+        if not self.interrupted(sync_id, before=before):
+            return
+        with self._lock:
+            self._con.execute(
+                f"DELETE FROM {self.table('sync_state')} AS s WHERE sync_id = ? AND EXISTS ("
+                f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
+                "AND n.k1 = s.k1 AND n.k2 = s.k2 AND n.run_id > s.run_id)",
+                [sync_id],
+            )
+            self._con.execute(
+                f"UPDATE {self.table('sync_runs')} SET outcome = 'interrupted' "
+                "WHERE sync_id = ? AND run_id < ? AND outcome = 'running'",
+                [sync_id, before],
+            )
+
     # --- acknowledged rows -------------------------------------------------------------------
 
-    def latest_sql(self, sync_id: str) -> str:
-        """SQL for (k1, k2, hash) that Heap holds for ``sync_id``, one row per key."""
+    def latest_sql(self, sync_id: str, *, compact: bool) -> str:
+        """SQL for (k1, k2, hash) that Heap holds for ``sync_id``, one row per key.
+
+        With ``compact`` (no unfinished run left duplicates) the table already has one row
+        per key and no grouping is needed.
+        """
+        table = self.table("sync_state")
+        if compact:
+            return f"SELECT k1, k2, hash FROM {table} WHERE sync_id = '{_safe(sync_id)}'"
         return (
-            f"SELECT k1, k2, arg_max(hash, run_id) AS hash FROM {self.table('sync_state')} "
+            f"SELECT k1, k2, arg_max(hash, run_id) AS hash FROM {table} "
             f"WHERE sync_id = '{_safe(sync_id)}' GROUP BY k1, k2"
+        )
+
+    def count_keys(self, sync_id: str, *, before: int | None = None) -> int:
+        """Rows (one per key, once compact) acknowledged for ``sync_id`` before run ``before``."""
+        older = f" AND run_id < {int(before)}" if before is not None else ""
+        return int(
+            self._one(f"SELECT count(*) FROM {self.table('sync_state')} WHERE sync_id = ?{older}", [sync_id])
         )
 
     def acknowledge(self, sync_id: str, run_id: int, acks: pa.Table) -> None:
@@ -243,14 +274,17 @@ class DuckDBState:
             finally:
                 self._con.unregister("heap_dbt_acks")
 
-    def compact(self, sync_id: str) -> None:
-        """Keep only the newest acknowledged row of each key."""
+    def compact(self, sync_id: str, *, run_id: int) -> None:
+        """Drop the rows that run ``run_id`` superseded, keeping one row per key."""
+        table = self.table("sync_state")
         with self._lock:
+            if not self.count_keys(sync_id, before=run_id):
+                return
             self._con.execute(
-                f"DELETE FROM {self.table('sync_state')} AS s WHERE sync_id = ? AND EXISTS ("
-                f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
-                "AND n.k1 = s.k1 AND n.k2 = s.k2 AND n.run_id > s.run_id)",
-                [sync_id],
+                f"DELETE FROM {table} AS s WHERE sync_id = ? AND run_id < ? AND EXISTS ("
+                f"SELECT 1 FROM {table} AS n WHERE n.sync_id = ? AND n.run_id = ? "
+                "AND n.k1 = s.k1 AND n.k2 = s.k2)",
+                [sync_id, run_id, sync_id, run_id],
             )
 
     def remove_missing(
