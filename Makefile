@@ -8,7 +8,7 @@ EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
 
-.PHONY: help venv demo test lint bench bench-smoke clean
+.PHONY: help venv demo test lint bench bench-10m bench-smoke clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
@@ -25,15 +25,23 @@ $(STAMP): requirements-dev.txt pyproject.toml
 
 venv: $(STAMP)
 
+# A fresh DuckDB file each time: the emulator starts empty, so the sync state must too.
 demo: $(STAMP)
+	rm -f $(SAMPLE)/heap_demo.duckdb $(SAMPLE)/heap_demo.duckdb.wal
 	cd $(SAMPLE) && ../$(BIN)/dbt build --profiles-dir . --quiet
 	@set -e; \
 	$(PY) -m heap_dbt.emulator --host 127.0.0.1 --port $(EMULATOR_PORT) & emu=$$!; \
-	trap 'kill $$emu 2>/dev/null' EXIT; \
+	trap 'kill $$emu 2>/dev/null || true' EXIT; \
 	for i in $$(seq 50); do $(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT) >/dev/null 2>&1 && break; sleep 0.1; done; \
-	echo "== heap-dbt sync (against the local Heap emulator)"; \
-	HEAP_BASE_URL=http://127.0.0.1:$(EMULATOR_PORT) HEAP_APP_ID=$(DEMO_APP_ID) \
-		$(BIN)/heap-dbt sync --project-dir $(SAMPLE); \
+	export HEAP_BASE_URL=http://127.0.0.1:$(EMULATOR_PORT) HEAP_APP_ID=$(DEMO_APP_ID); \
+	echo "== heap-dbt ls"; \
+	$(BIN)/heap-dbt ls --project-dir $(SAMPLE); \
+	echo; echo "== heap-dbt sync (against the local Heap emulator)"; \
+	$(BIN)/heap-dbt sync --project-dir $(SAMPLE); \
+	echo; echo "== heap-dbt sync again: nothing changed, so nothing is sent"; \
+	$(BIN)/heap-dbt sync --project-dir $(SAMPLE); \
+	echo; echo "== heap-dbt history"; \
+	$(BIN)/heap-dbt history --project-dir $(SAMPLE) --limit 6; \
 	echo; echo "== What Heap received"; \
 	$(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT)
 
@@ -46,6 +54,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --rows 100000,1000000
+
+bench-10m: $(STAMP)
+	$(PY) -m benchmarks.run --rows 10000000 --objects user --repeat 1 --no-incremental
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke

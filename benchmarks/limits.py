@@ -55,7 +55,9 @@ def plan_sync(project: BenchProject, obj: str) -> SyncPlan:
     resolved = resolve_columns(spec, [c.name for c in columns], problems)
     if problems:
         raise PlanError(f"Resolving {project.model(obj)}: {problems}")
-    return SyncPlan(resolved, sql.record_query(resolved, columns, model_label=spec.model.name))
+    # The models have no repeated key, so heap-dbt leaves out the duplicate-key join; so does the limit.
+    query = sql.record_query(resolved, columns, model_label=spec.label, duplicates=False)
+    return SyncPlan(resolved, query)
 
 
 @dataclass(frozen=True)

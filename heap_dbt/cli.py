@@ -123,6 +123,10 @@ def sync(
     ] = False,
     state_path: StatePath = None,
     state_schema: StateSchema = "heap_dbt",
+    memory_limit: Annotated[
+        str | None,
+        typer.Option(help="DuckDB memory limit, e.g. 256MB (default: HEAP_DBT_MEMORY_LIMIT, else 64MB)."),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -148,6 +152,7 @@ def sync(
         full_refresh=full_refresh,
         state_path=state_path,
         state_schema=state_schema,
+        memory_limit=memory_limit,
         env=dict(os.environ),
     )
     bar = _progress_bar(not json_output)

@@ -39,7 +39,7 @@ OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
 ACK_BATCH_ROWS = 50_000
 ACK_MAX_AGE = 1.0  # seconds
 NO_APP_ID = "<app_id>"
-ARROW_BATCH_ROWS = 20_000
+ARROW_BATCH_ROWS = 10_000
 SAMPLE_RECORDS = 3
 ProgressFn = Callable[[str, int, int | None], None]
 """progress(sync label, rows just done, total rows or None)"""
@@ -69,6 +69,8 @@ class SyncOptions:
     state_path: Path | None = None
     """Keep the sync state in this local DuckDB file instead of the warehouse."""
     state_schema: str = "heap_dbt"
+    memory_limit: str | None = None
+    """DuckDB's memory limit (default 64MB, or HEAP_DBT_MEMORY_LIMIT)."""
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -109,11 +111,16 @@ class _Prepared:
     query: sql.RecordQuery
     columns: list[Column] = field(default_factory=list)
 
-    def build(self, *, previous: str | None, duplicates: bool) -> sql.RecordQuery:
+    def build(self, *, previous: str | None, duplicates_table: str | None) -> sql.RecordQuery:
         """The record query: only rows that differ from ``previous`` when given, and with the
         duplicate-key join only when the probe found a repeated key."""
         return sql.record_query(
-            self.spec, self.columns, model_label=self.spec.label, previous=previous, duplicates=duplicates
+            self.spec,
+            self.columns,
+            model_label=self.spec.label,
+            previous=previous,
+            duplicates=duplicates_table is not None,
+            duplicates_table=duplicates_table,
         )
 
 
@@ -502,7 +509,10 @@ async def _run_one(
                 previous = state.latest_sql(sync_id, compact=compact)
                 known_keys = state.count_keys(sync_id, before=run_id if writing else None)
             repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
-            query = prepared.build(previous=previous, duplicates=repeated > 0)
+            dup_table = None
+            if repeated > 0:  # rare: list the repeated keys once, then join that small table
+                dup_table = reader.register("heap_dbt_dup_keys", prepared.query.duplicate_keys_sql)
+            query = prepared.build(previous=previous, duplicates_table=dup_table)
             streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
             result.read = total
             result.unchanged = total - streamed
@@ -599,6 +609,7 @@ def run_sync(
         project_dir=paths.project_dir,
         writable=not options.dry_run,
         state_path=_state_path(options, paths),
+        memory_limit=options.memory_limit or options.env.get("HEAP_DBT_MEMORY_LIMIT"),
     )
     try:
         plan = _prepare(specs, reader, options, problems)

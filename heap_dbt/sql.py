@@ -204,6 +204,8 @@ class RecordQuery:
     """One row: the row count and a hash of every row, for the model's fingerprint."""
     duplicates_sql: str
     """One row: how many rows repeat a key already seen."""
+    duplicate_keys_sql: str
+    """The repeated keys (``dup_key``) and how often each appears (``n``)."""
     definition: str
     """A hash of how records are built; part of the model's fingerprint."""
 
@@ -219,6 +221,7 @@ def record_query(
     model_label: str,
     previous: str | None = None,
     duplicates: bool = True,
+    duplicates_table: str | None = None,
 ) -> RecordQuery:
     """Build the SQL that yields key, reason, record JSON, truncation count and hashes for ``spec``.
 
@@ -228,6 +231,8 @@ def record_query(
     new, changed, or rejected come out: the diff runs in the warehouse. Events compare
     keys only, since Heap keeps the first event with an idempotency key. ``duplicates=False``
     (the probe found no repeated key) leaves out the duplicate-key join, a third of the work.
+    ``duplicates_table`` names a table (``dup_key``, ``n``) the caller filled from
+    ``duplicate_keys_sql``: joining that small table keeps memory flat on huge models.
     """
     types = {c.name: c.type for c in columns}
     src = spec.model.relation_name
@@ -305,17 +310,23 @@ def record_query(
     # so the diff finds changed rows before any JSON is made: records are built for those only.
     used = dict.fromkeys([spec.key, *spec.reserved_columns(), *spec.properties.values()])
     row_hash = f"{ROW_HASH}({lit(str(definition))}, " + ", ".join(f"k.{ident(c)}" for c in used) + ")"
-    dups = (
-        f"""dups AS (
+    if duplicates_table is not None:
+        dups = (
+            f"k AS (SELECT src.*, d.n AS __heap_dups FROM src LEFT JOIN {duplicates_table} AS d "
+            f"ON src.{ident(KEY)} = d.dup_key),"
+        )
+    else:
+        dups = (
+            f"""dups AS (
     SELECT {ident(KEY)} AS dup_key, count(*) AS n FROM src
     WHERE {ident(KEY)} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
 ),
 k AS (
     SELECT src.*, dups.n AS __heap_dups FROM src LEFT JOIN dups ON src.{ident(KEY)} = dups.dup_key
 ),"""
-        if duplicates
-        else "k AS (SELECT *, CAST(NULL AS BIGINT) AS __heap_dups FROM src),"
-    )
+            if duplicates
+            else "k AS (SELECT *, CAST(NULL AS BIGINT) AS __heap_dups FROM src),"
+        )
     hashed = (
         f"h AS (SELECT k.*, {row_hash} AS __heap_hash, {ROW_HASH}(k.{ident(KEY)}) AS __heap_k1, "
         f"{ROW_HASH}(k.{ident(KEY)} || chr(31)) AS __heap_k2 FROM k)"
@@ -353,6 +364,10 @@ FROM cand AS k"""
             f"SELECT count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR FROM {src} AS __heap_row"
         ),
         # Distinct hashes: a collision can only raise a false alarm (then the exact join runs).
+        duplicate_keys_sql=(
+            f"SELECT k AS dup_key, count(*) AS n FROM (SELECT {key_expr} AS k FROM {src}) "
+            "WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1"
+        ),
         duplicates_sql=(
             f"SELECT count(*) - count(DISTINCT {ROW_HASH}(k)) "
             f"FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL"

@@ -68,7 +68,13 @@ def make_run(
         spec,
         APP_ID,
         sql.RecordQuery(
-            sql="", has_identity=obj == "event", keys_sql="", probe_sql="", duplicates_sql="", definition=""
+            sql="",
+            has_identity=obj == "event",
+            keys_sql="",
+            probe_sql="",
+            duplicates_sql="",
+            duplicate_keys_sql="",
+            definition="",
         ),
     )
     result = SyncResult(

@@ -64,6 +64,10 @@ class WarehouseReader(Protocol):
         """The first row of ``sql``."""
         ...
 
+    def register(self, name: str, sql: str) -> str:
+        """Keep the (small) result of ``sql`` as a table the next queries can join; its name."""
+        ...
+
     def snapshot(self) -> AbstractContextManager[None]:
         """Run the queries inside the block on one consistent snapshot."""
         ...
@@ -76,7 +80,12 @@ class WarehouseReader(Protocol):
 
 
 def open_reader(
-    target: Target, *, project_dir: Path, writable: bool = False, state_path: Path | None = None
+    target: Target,
+    *,
+    project_dir: Path,
+    writable: bool = False,
+    state_path: Path | None = None,
+    memory_limit: str | None = None,
 ) -> WarehouseReader:
     """Open a reader for the dbt ``target``.
 
@@ -87,6 +96,10 @@ def open_reader(
         from heap_dbt.warehouse.duckdb import DuckDBReader
 
         return DuckDBReader.from_target(
-            target, project_dir=project_dir, writable=writable, state_path=state_path
+            target,
+            project_dir=project_dir,
+            writable=writable,
+            state_path=state_path,
+            memory_limit=memory_limit,
         )
     raise ConfigError(f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads DuckDB so far.")

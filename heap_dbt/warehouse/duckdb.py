@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from heap_dbt.profiles import Target
     from heap_dbt.state import DuckDBState
 
-# Keeps the sync's peak RSS bounded whatever the table size; DuckDB spills past it.
+# Keeps the sync's peak RSS bounded whatever the table size; DuckDB spills past it. Measured
+# enough for 10M-row models (benchmarks/); --memory-limit raises it for wider or larger ones.
 DEFAULT_MEMORY_LIMIT = "64MB"
 
 _SIMPLE_KINDS: dict[str, Any] = {
@@ -30,6 +31,13 @@ _SIMPLE_KINDS: dict[str, Any] = {
     "timestamp_ms": "timestamp", "timestamp_ns": "timestamp",
     "timestamp with time zone": "timestamptz",
 }  # fmt: skip
+
+
+def _query_error(exc: Exception) -> WarehouseError:
+    hint = ""
+    if "Out of Memory" in str(exc):
+        hint = " DuckDB ran out of the memory heap-dbt allows it; raise it with --memory-limit (e.g. 256MB)."
+    return WarehouseError(f"The warehouse query failed: {exc}{hint}")
 
 
 def _open_error(path: Path, exc: Exception, *, state: bool = False) -> Exception:
@@ -139,7 +147,13 @@ class DuckDBReader:
 
     @classmethod
     def from_target(
-        cls, target: Target, *, project_dir: Path, writable: bool = False, state_path: Path | None = None
+        cls,
+        target: Target,
+        *,
+        project_dir: Path,
+        writable: bool = False,
+        state_path: Path | None = None,
+        memory_limit: str | None = None,
     ) -> DuckDBReader:
         """Open the DuckDB database that a dbt-duckdb target points at."""
         raw = str(target.credentials.get("path", ":memory:"))
@@ -155,7 +169,13 @@ class DuckDBReader:
             cwd_path = Path.cwd() / path
             path = cwd_path if cwd_path.exists() else project_dir / path
         attach = target.credentials.get("attach") or []
-        return cls(path.resolve(), attach=list(attach), writable=writable, state_path=state_path)
+        return cls(
+            path.resolve(),
+            attach=list(attach),
+            writable=writable,
+            state_path=state_path,
+            memory_limit=memory_limit or DEFAULT_MEMORY_LIMIT,
+        )
 
     def state(self, *, schema: str, writable: bool) -> DuckDBState | None:
         """The state store: in the model file, or in the attached local state file.
@@ -186,7 +206,7 @@ class DuckDBReader:
         try:
             rows = self._con.execute(sql).fetchall()  # drained: DuckDB 2 blocks on open results
         except duckdb.Error as exc:
-            raise WarehouseError(f"The warehouse query failed: {exc}") from exc
+            raise _query_error(exc) from exc
         return tuple(rows[0])
 
     def columns(self, relation: str) -> list[Column]:
@@ -200,6 +220,16 @@ class DuckDBReader:
             raise WarehouseError(f"Cannot read {relation}: {exc}") from exc
         return [Column(n, column_type(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
 
+    def register(self, name: str, sql: str) -> str:
+        import duckdb
+
+        try:
+            table = self._con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise _query_error(exc) from exc
+        self._con.register(name, table)
+        return name
+
     def stream(self, sql: str, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
         import duckdb
 
@@ -207,7 +237,7 @@ class DuckDBReader:
             reader = self._con.sql(sql).to_arrow_reader(batch_rows)
             yield from reader
         except duckdb.Error as exc:
-            raise WarehouseError(f"The warehouse query failed: {exc}") from exc
+            raise _query_error(exc) from exc
 
     def close(self) -> None:
         self._con.close()
