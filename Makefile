@@ -56,7 +56,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run --rows 100000,1000000
 
 bench-10m: $(STAMP)
-	$(PY) -m benchmarks.run --rows 10000000 --objects user --repeat 1 --no-incremental
+	$(PY) -m benchmarks.run --rows 10000000 --objects user --repeat 1 --baseline-rows 2000 --out benchmarks/out/results-10m.json
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke

@@ -534,9 +534,12 @@ async def _run_one(
         outcome = "success" if result.ok else "partial"
     except (WarehouseError, StateError) as exc:
         result.error = str(exc)
-        if run.acker is not None:
+        if run.acker is not None and state is not None:
+            # Rows Heap acknowledged stay acknowledged, and the state keeps one row per key.
             with contextlib.suppress(StateError):
-                await run.acker.close()  # rows Heap acknowledged stay acknowledged
+                await run.acker.close()
+            with contextlib.suppress(Exception):
+                state.compact(sync_id, run_id=run_id)
     finally:
         if writing and state is not None:
             state.finish_run(run_id, counts=result.counts(), outcome=outcome)

@@ -17,8 +17,10 @@ The diff itself is SQL (``heap_dbt.sql``) joining the model's records to ``lates
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 STATE_VERSION = 1
+MAINTENANCE_MEMORY = "160MB"  # 64 MB fails to DELETE from 10M rows; 128 MB was measured to work
 
 _COLUMNS = {
     "state_info": {"version": "INTEGER", "created_at": "TIMESTAMP"},
@@ -81,6 +84,30 @@ class DuckDBState:
         self.writable = writable
         self._prefix = f"{_ident(catalog)}.{_ident(schema)}"
         self.exists = False
+
+    @contextlib.contextmanager
+    def _maintenance(self, what: str) -> Iterator[None]:
+        """Run a state-wide statement with more memory, and turn DuckDB errors into StateError.
+
+        DuckDB's DELETE on a table of millions of rows cannot spill below ~100 MB, so state
+        upkeep gets MAINTENANCE_MEMORY for its duration; the streaming sync keeps its own limit.
+        """
+        import duckdb
+
+        previous = self._one("SELECT current_setting('memory_limit')")
+        self._con.execute(f"SET memory_limit = '{MAINTENANCE_MEMORY}'")
+        try:
+            yield
+        except duckdb.Error as exc:
+            raise StateError(
+                f"Could not {what} in the heap-dbt state ({exc}); rows already acknowledged stay "
+                "recorded. Raise --memory-limit if DuckDB ran out of memory."
+            ) from exc
+        finally:
+            # DuckDB refuses to lower the limit below what it holds at the moment; the sync's
+            # streaming is over by then, so keeping the larger limit costs only cache.
+            with contextlib.suppress(duckdb.Error):
+                self._con.execute(f"SET memory_limit = '{previous}'")
 
     def _one(self, sql: str, params: list[Any] | None = None) -> Any:
         # fetchall, not fetchone: DuckDB 2 keeps a connection busy until a result is drained.
@@ -226,7 +253,7 @@ class DuckDBState:
         """After a run that never finished, keep one row per key again and mark it interrupted."""
         if not self.interrupted(sync_id, before=before):
             return
-        with self._lock:
+        with self._lock, self._maintenance("compact the state after an interrupted run"):
             self._con.execute(
                 f"DELETE FROM {self.table('sync_state')} AS s WHERE sync_id = ? AND EXISTS ("
                 f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
@@ -280,12 +307,13 @@ class DuckDBState:
         with self._lock:
             if not self.count_keys(sync_id, before=run_id):
                 return
-            self._con.execute(
-                f"DELETE FROM {table} AS s WHERE sync_id = ? AND run_id < ? AND EXISTS ("
-                f"SELECT 1 FROM {table} AS n WHERE n.sync_id = ? AND n.run_id = ? "
-                "AND n.k1 = s.k1 AND n.k2 = s.k2)",
-                [sync_id, run_id, sync_id, run_id],
-            )
+            with self._maintenance("compact the acknowledged rows"):
+                self._con.execute(
+                    f"DELETE FROM {table} AS s WHERE sync_id = ? AND run_id < ? AND EXISTS ("
+                    f"SELECT 1 FROM {table} AS n WHERE n.sync_id = ? AND n.run_id = ? "
+                    "AND n.k1 = s.k1 AND n.k2 = s.k2)",
+                    [sync_id, run_id, sync_id, run_id],
+                )
 
     def remove_missing(
         self, sync_id: str, source_keys_sql: str, *, apply: bool, before_run: int | None = None
@@ -307,15 +335,16 @@ class DuckDBState:
         with self._lock:
             if not self._one(exists, [sync_id]):
                 return 0  # nothing from earlier runs (a first sync): skip scanning the model's keys
-            gone = f"SELECT DISTINCT k1, k2 FROM {self.table('sync_state')} AS s WHERE {where}"
-            removed = int(self._one(f"SELECT count(*) FROM ({gone})"))
-            if apply and removed:
-                self._con.execute(f"DELETE FROM {self.table('sync_state')} AS s WHERE {where}")
+            with self._maintenance("find the keys that left the model"):
+                gone = f"SELECT DISTINCT k1, k2 FROM {self.table('sync_state')} AS s WHERE {where}"
+                removed = int(self._one(f"SELECT count(*) FROM ({gone})"))
+                if apply and removed:
+                    self._con.execute(f"DELETE FROM {self.table('sync_state')} AS s WHERE {where}")
         return removed
 
     def forget(self, sync_id: str) -> None:
         """Drop every acknowledged row of ``sync_id`` (``--full-refresh``)."""
-        with self._lock:
+        with self._lock, self._maintenance("forget the acknowledged rows"):
             self._con.execute(f"DELETE FROM {self.table('sync_state')} WHERE sync_id = ?", [sync_id])
 
     # --- the no-change shortcut ----------------------------------------------------------------
