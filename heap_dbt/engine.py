@@ -27,7 +27,7 @@ from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
 from heap_dbt.report import RowIssue, SyncReport, SyncResult
-from heap_dbt.state import DuckDBState, rows_as_dicts
+from heap_dbt.state import UNCOMPACTED, DuckDBState, rows_as_dicts
 from heap_dbt.warehouse import Column, MissingRelationError, WarehouseReader, open_reader
 
 if TYPE_CHECKING:
@@ -538,8 +538,10 @@ async def _run_one(
             # Rows Heap acknowledged stay acknowledged, and the state keeps one row per key.
             with contextlib.suppress(StateError):
                 await run.acker.close()
-            with contextlib.suppress(Exception):
+            try:
                 state.compact(sync_id, run_id=run_id)
+            except StateError:
+                outcome = UNCOMPACTED  # the next run dedupes the state first
     finally:
         if writing and state is not None:
             state.finish_run(run_id, counts=result.counts(), outcome=outcome)

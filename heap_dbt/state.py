@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 STATE_VERSION = 1
-MAINTENANCE_MEMORY = "160MB"  # 64 MB fails to DELETE from 10M rows; 128 MB was measured to work
+UNCOMPACTED = "error, state not compacted"  # a run's outcome that makes the next run dedupe
+MAINTENANCE_MEMORY = "160MB"  # for the self-join that dedupes the state after a crashed run
 
 _COLUMNS = {
     "state_info": {"version": "INTEGER", "created_at": "TIMESTAMP"},
@@ -86,16 +87,13 @@ class DuckDBState:
         self.exists = False
 
     @contextlib.contextmanager
-    def _maintenance(self, what: str) -> Iterator[None]:
-        """Run a state-wide statement with more memory, and turn DuckDB errors into StateError.
-
-        DuckDB's DELETE on a table of millions of rows cannot spill below ~100 MB, so state
-        upkeep gets MAINTENANCE_MEMORY for its duration; the streaming sync keeps its own limit.
-        """
+    def _maintenance(self, what: str, *, more_memory: bool = False) -> Iterator[None]:
+        """Turn DuckDB errors of state upkeep into StateError; optionally with more memory."""
         import duckdb
 
-        previous = self._one("SELECT current_setting('memory_limit')")
-        self._con.execute(f"SET memory_limit = '{MAINTENANCE_MEMORY}'")
+        previous = self._one("SELECT current_setting('memory_limit')") if more_memory else None
+        if more_memory:
+            self._con.execute(f"SET memory_limit = '{MAINTENANCE_MEMORY}'")
         try:
             yield
         except duckdb.Error as exc:
@@ -104,10 +102,22 @@ class DuckDBState:
                 "recorded. Raise --memory-limit if DuckDB ran out of memory."
             ) from exc
         finally:
-            # DuckDB refuses to lower the limit below what it holds at the moment; the sync's
-            # streaming is over by then, so keeping the larger limit costs only cache.
-            with contextlib.suppress(duckdb.Error):
-                self._con.execute(f"SET memory_limit = '{previous}'")
+            if previous is not None:
+                # DuckDB refuses to lower the limit below what it holds at the moment; the
+                # sync's streaming is over by then, so keeping the larger limit costs only cache.
+                with contextlib.suppress(duckdb.Error):
+                    self._con.execute(f"SET memory_limit = '{previous}'")
+
+    def _keep_only(self, condition: str, params: list[Any]) -> None:
+        """Rewrite sync_state without the rows matching ``condition``.
+
+        DuckDB's DELETE on a table of millions of rows fails to pin blocks under a small
+        memory limit; a streaming rewrite with an anti-join against a small set does not.
+        """
+        table = self.table("sync_state")
+        self._con.execute(
+            f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table} AS s WHERE NOT ({condition})", params
+        )
 
     def _one(self, sql: str, params: list[Any] | None = None) -> Any:
         # fetchall, not fetchone: DuckDB 2 keeps a connection busy until a result is drained.
@@ -240,11 +250,12 @@ class DuckDBState:
         ]
 
     def interrupted(self, sync_id: str, *, before: int) -> bool:
-        """True if an earlier run of ``sync_id`` never finished (killed, crashed)."""
+        """True if an earlier run of ``sync_id`` never finished (killed, crashed) or could not
+        compact what it acknowledged; its keys may then have two rows."""
         return bool(
             self._one(
                 f"SELECT count(*) FROM {self.table('sync_runs')} WHERE sync_id = ? AND run_id < ? "
-                "AND outcome = 'running'",
+                f"AND outcome IN ('running', '{UNCOMPACTED}')",
                 [sync_id, before],
             )
         )
@@ -253,7 +264,7 @@ class DuckDBState:
         """After a run that never finished, keep one row per key again and mark it interrupted."""
         if not self.interrupted(sync_id, before=before):
             return
-        with self._lock, self._maintenance("compact the state after an interrupted run"):
+        with self._lock, self._maintenance("compact the state after an interrupted run", more_memory=True):
             self._con.execute(
                 f"DELETE FROM {self.table('sync_state')} AS s WHERE sync_id = ? AND EXISTS ("
                 f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
@@ -261,8 +272,9 @@ class DuckDBState:
                 [sync_id],
             )
             self._con.execute(
-                f"UPDATE {self.table('sync_runs')} SET outcome = 'interrupted' "
-                "WHERE sync_id = ? AND run_id < ? AND outcome = 'running'",
+                f"UPDATE {self.table('sync_runs')} SET outcome = CASE outcome WHEN 'running' "
+                "THEN 'interrupted' ELSE 'error' END "
+                f"WHERE sync_id = ? AND run_id < ? AND outcome IN ('running', '{UNCOMPACTED}')",
                 [sync_id, before],
             )
 
@@ -308,10 +320,9 @@ class DuckDBState:
             if not self.count_keys(sync_id, before=run_id):
                 return
             with self._maintenance("compact the acknowledged rows"):
-                self._con.execute(
-                    f"DELETE FROM {table} AS s WHERE sync_id = ? AND run_id < ? AND EXISTS ("
-                    f"SELECT 1 FROM {table} AS n WHERE n.sync_id = ? AND n.run_id = ? "
-                    "AND n.k1 = s.k1 AND n.k2 = s.k2)",
+                self._keep_only(
+                    f"s.sync_id = ? AND s.run_id < ? AND EXISTS (SELECT 1 FROM {table} AS n "
+                    "WHERE n.sync_id = ? AND n.run_id = ? AND n.k1 = s.k1 AND n.k2 = s.k2)",
                     [sync_id, run_id, sync_id, run_id],
                 )
 
@@ -339,13 +350,13 @@ class DuckDBState:
                 gone = f"SELECT DISTINCT k1, k2 FROM {self.table('sync_state')} AS s WHERE {where}"
                 removed = int(self._one(f"SELECT count(*) FROM ({gone})"))
                 if apply and removed:
-                    self._con.execute(f"DELETE FROM {self.table('sync_state')} AS s WHERE {where}")
+                    self._keep_only(where, [])
         return removed
 
     def forget(self, sync_id: str) -> None:
         """Drop every acknowledged row of ``sync_id`` (``--full-refresh``)."""
         with self._lock, self._maintenance("forget the acknowledged rows"):
-            self._con.execute(f"DELETE FROM {self.table('sync_state')} WHERE sync_id = ?", [sync_id])
+            self._keep_only("s.sync_id = ?", [sync_id])
 
     # --- the no-change shortcut ----------------------------------------------------------------
 
