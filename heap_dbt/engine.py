@@ -534,6 +534,9 @@ async def _run_one(
         outcome = "success" if result.ok else "partial"
     except (WarehouseError, StateError) as exc:
         result.error = str(exc)
+        if not result.read:
+            # The read stopped part-way: what was read is exactly what was handled.
+            result.read = result.accounted
         if run.acker is not None and state is not None:
             # Rows Heap acknowledged stay acknowledged, and the state keeps one row per key.
             with contextlib.suppress(StateError):

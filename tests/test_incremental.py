@@ -349,3 +349,38 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_no_event(
     # and the state now knows it all: the next run sends nothing
     again = sync(inc, emulator)
     assert again["inc_users"]["sent"] == again["inc_events"]["sent"] == 0
+
+
+def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
+    inc: Path, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heap_dbt import engine
+    from heap_dbt.errors import WarehouseError
+    from heap_dbt.warehouse.duckdb import DuckDBReader
+
+    real_stream = DuckDBReader.stream
+
+    def failing_stream(self: DuckDBReader, sql: str, *, batch_rows: int) -> Any:
+        for i, batch in enumerate(real_stream(self, sql, batch_rows=batch_rows)):
+            if i == 3:
+                raise WarehouseError("The warehouse query failed: connection lost (test)")
+            yield batch
+
+    monkeypatch.setattr(engine, "ARROW_BATCH_ROWS", 10)
+    monkeypatch.setattr(DuckDBReader, "stream", failing_stream)
+    options = engine.SyncOptions(
+        project_dir=inc, select=["inc_users"], app_id=APP_ID, base_url=emulator.url, env=clean_env()
+    )
+    first = engine.run_sync(options).syncs[0]
+    monkeypatch.undo()
+    second = engine.run_sync(options).syncs[0]
+
+    assert first.error is not None and "connection lost" in first.error
+    assert first.sent == first.read == 30  # three batches of ten were read, sent and acknowledged
+    assert (second.sent, second.unchanged) == (70, 30)  # the rest; nothing acknowledged goes again
+    assert len(emulator.emulator.snapshot()["users"][APP_ID]) == 100
+    with duckdb.connect(str(inc / "heap_demo.duckdb"), read_only=True) as con:
+        outcomes = con.execute("SELECT outcome FROM heap_dbt.sync_runs ORDER BY run_id").fetchall()
+        keys = con.execute("SELECT count(*), count(DISTINCT (k1, k2)) FROM heap_dbt.sync_state").fetchall()
+    assert [o for (o,) in outcomes] == ["error", "success"]
+    assert keys == [(100, 100)]  # one row per key: the failed run compacted what it recorded
