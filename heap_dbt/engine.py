@@ -505,7 +505,7 @@ async def _run_one(
             if known and state is not None:
                 if writing:
                     state.recover(sync_id, before=run_id)
-                compact = writing or not state.interrupted(sync_id, before=2**62)
+                compact = writing or not state.interrupted(sync_id)
                 previous = state.latest_sql(sync_id, compact=compact)
                 known_keys = state.count_keys(sync_id, before=run_id if writing else None)
             repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])

@@ -6,7 +6,6 @@ and its ``as_*`` filters, so heap-dbt does not have to import dbt-core (1.5 s) t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +185,3 @@ def resolve_target(
         profile=name, name=str(tname), type=str(creds["type"]), credentials=creds, profiles_dir=pdir
     )
 
-
-def environ() -> dict[str, str]:
-    """A snapshot of the process environment, so tests can pass their own."""
-    return dict(os.environ)

@@ -249,14 +249,14 @@ class DuckDBState:
             for r in rows
         ]
 
-    def interrupted(self, sync_id: str, *, before: int) -> bool:
+    def interrupted(self, sync_id: str, *, before: int | None = None) -> bool:
         """True if an earlier run of ``sync_id`` never finished (killed, crashed) or could not
         compact what it acknowledged; its keys may then have two rows."""
         return bool(
             self._one(
                 f"SELECT count(*) FROM {self.table('sync_runs')} WHERE sync_id = ? AND run_id < ? "
                 f"AND outcome IN ('running', '{UNCOMPACTED}')",
-                [sync_id, before],
+                [sync_id, before if before is not None else 2**62],
             )
         )
 
