@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from heap_dbt.transport import Transport
 
 OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
-ACK_BATCH_ROWS = 50_000
+ACK_BATCH_ROWS = 122_880
 ACK_MAX_AGE = 1.0  # seconds
 NO_APP_ID = "<app_id>"
 ARROW_BATCH_ROWS = 10_000
@@ -196,13 +196,16 @@ class _Chunk:
         mid = len(self) // 2
         return self.slice(0, mid), self.slice(mid)
 
-    def joined(self) -> bytes:
-        import pyarrow as pa
-        import pyarrow.compute as pc
+    def joined(self) -> memoryview:
+        """The records joined by commas: a view of the Arrow buffer, nothing copied.
 
-        lists = pa.ListArray.from_arrays(pa.array([0, len(self.records)], pa.int32()), self.records)
-        joined: Any = pc.binary_join(lists, ",")[0]
-        return bytes(joined.as_buffer().to_pybytes())
+        Every record already ends with ``sql.SEPARATOR``; only the last one is cut off.
+        """
+        offsets, base = _offsets(self.records)
+        data = self.records.buffers()[2]
+        if data is None:  # every value empty: cannot happen for a record
+            return memoryview(b"")
+        return memoryview(data)[offsets[base] : offsets[base + len(self.records)] - len(sql.SEPARATOR)]
 
     def identity_counts(self) -> dict[str, int]:
         import pyarrow.compute as pc
@@ -211,6 +214,32 @@ class _Chunk:
             return {}
         counts = pc.value_counts(self.identities).to_pylist()
         return {c["values"]: c["counts"] for c in counts}
+
+
+def _offsets(records: pa.Array) -> tuple[memoryview, int]:
+    """The value offsets of a string array, and the index of its first value in them."""
+    if str(records.type) not in ("string", "large_string"):
+        import pyarrow as pa
+
+        records = records.cast(pa.large_string())
+    view = memoryview(records.buffers()[1])
+    return view.cast("i") if str(records.type) == "string" else view.cast("q"), records.offset
+
+
+def request_bounds(records: pa.Array, *, max_items: int, max_bytes: int) -> Iterator[tuple[int, int]]:
+    """Cut ``records`` (each ending with SEPARATOR) into [start, end) runs within both limits.
+
+    Full runs of ``max_items`` when they fit in ``max_bytes``, which they do unless the
+    records are large; else by each record's size (``cut_chunks``).
+    """
+    n = len(records)
+    offsets, base = _offsets(records)
+    by_count = [(i, min(i + max_items, n)) for i in range(0, n, max_items)]
+    if all(offsets[base + end] - offsets[base + start] <= max_bytes for start, end in by_count):
+        return iter(by_count)
+    sep = len(sql.SEPARATOR)
+    lengths = [offsets[base + i + 1] - offsets[base + i] - sep for i in range(n)]
+    return cut_chunks(lengths, max_items=max_items, max_bytes=max_bytes)
 
 
 def cut_chunks(lengths: list[int], *, max_items: int, max_bytes: int) -> Iterator[tuple[int, int]]:
@@ -269,7 +298,7 @@ class _SyncRun:
     async def send(self, chunk: _Chunk) -> None:
         """Deliver ``chunk``: retry what may pass later, bisect what Heap refuses."""
         attempt = 0
-        body = self.prefix + chunk.joined() + self.suffix
+        body = b"".join((self.prefix, chunk.joined(), self.suffix))
         while True:
             if "reason" in self.abort:
                 self._fail(chunk, f"not sent: {self.abort['reason']}")
@@ -322,7 +351,8 @@ class _SyncRun:
 
 def _take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
     _, array = heap.ENDPOINTS[obj]
-    items = [msgspec.json.decode(r) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
+    sep = len(sql.SEPARATOR)
+    items = [msgspec.json.decode(r[:-sep]) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
     shown = app_id if app_id == NO_APP_ID else heap.mask_app_id(app_id)
     return [{"app_id": shown, array: items}]
 
@@ -351,21 +381,31 @@ class Acker:
         self._tasks: list[asyncio.Future[None]] = []
 
     def add(self, acks: pa.RecordBatch) -> None:
+        import pyarrow as pa
+
+        # Copy the three columns: a slice would keep the whole Arrow batch it came from
+        # (records included) alive until the flush, tens of MB per flush.
+        acks = pa.RecordBatch.from_arrays(
+            [pa.concat_arrays([c]) for c in acks.columns], names=acks.schema.names
+        )
         self._pending.append(acks)
         self._pending_rows += acks.num_rows
         # Flush by size, and by age so that a crash costs at most ~a second of resends.
         if self._pending_rows >= self._batch_rows or time.monotonic() - self._last_flush >= self._max_age:
-            self._last_flush = time.monotonic()
             self._tasks.append(asyncio.ensure_future(self.flush()))
 
     async def flush(self) -> None:
+        """Write what is pending now; the writes run one at a time, in the order taken."""
         import pyarrow as pa
 
+        # Take the batches before waiting for the lock, so that adds arriving meanwhile
+        # start a new batch instead of scheduling one small write each.
+        batches, self._pending, self._pending_rows = self._pending, [], 0
+        self._last_flush = time.monotonic()
+        if not batches:
+            return
+        table = pa.Table.from_batches(batches).rename_columns(["k1", "k2", "hash"])
         async with self._lock:
-            if not self._pending:
-                return
-            batches, self._pending, self._pending_rows = self._pending, [], 0
-            table = pa.Table.from_batches(batches).rename_columns(["k1", "k2", "hash"])
             await asyncio.to_thread(self._state.acknowledge, self._sync_id, self._run_id, table)
 
     async def close(self) -> None:
@@ -389,9 +429,12 @@ async def _stream(
     dry_run: bool,
     progress: ProgressFn | None,
 ) -> int:
-    """Stream the rows ``query`` yields, reject, send; return how many rows it yielded."""
-    import pyarrow.compute as pc
+    """Stream the rows ``query`` yields, reject, send; return how many rows it yielded.
 
+    The common path touches each batch only through Arrow metadata and one buffer slice
+    per request; pyarrow.compute runs only for rejected rows, truncation counts and the
+    per-identity event limit.
+    """
     result = run.result
     spec = prepared.spec
     limit = min(run.batch_size, heap.MAX_ITEMS_PER_REQUEST)
@@ -415,8 +458,10 @@ async def _stream(
                 batch.select([sql.K1, sql.K2, sql.HASH]),
             )
             new = batch.column(sql.NEW)
-            run.known_streamed += n - int(pc.sum(new).as_py() or 0)
+            run.known_streamed += n - new.true_count
             if reasons.null_count != n:
+                import pyarrow.compute as pc
+
                 bad = pc.is_valid(reasons)
                 for key, why in zip(
                     rows.keys.filter(bad).to_pylist(), reasons.filter(bad).to_pylist(), strict=True
@@ -426,23 +471,19 @@ async def _stream(
                 good = pc.invert(bad)
                 rows = rows.filter(good)
                 new = new.filter(good)
-            fresh = int(pc.sum(new).as_py() or 0)
+            fresh = new.true_count
             result.new += fresh
             result.changed += len(rows) - fresh
-            result.truncated += int(pc.sum(batch.column(sql.TRUNCATED)).as_py() or 0)
+            if query.can_truncate:
+                import pyarrow.compute as pc
+
+                result.truncated += int(pc.sum(batch.column(sql.TRUNCATED)).as_py() or 0)
             if dry_run:
                 result.would_send += len(rows)
                 if not result.sample and len(rows):
                     result.sample = _take_sample(rows.records, prepared.app_id, spec.object)
-            else:
-                lengths = pc.binary_length(rows.records)
-                longest = int(pc.max(lengths).as_py() or 0)
-                if (longest + 1) * limit <= heap.MAX_BODY_BYTES:  # no body can be too big: cut by count
-                    bounds: Iterator[tuple[int, int]] = (
-                        (i, min(i + limit, len(rows))) for i in range(0, len(rows), limit)
-                    )
-                else:
-                    bounds = cut_chunks(lengths.to_pylist(), max_items=limit, max_bytes=heap.MAX_BODY_BYTES)
+            elif len(rows):
+                bounds = request_bounds(rows.records, max_items=limit, max_bytes=heap.MAX_BODY_BYTES)
                 for start, end in bounds:
                     await run.slots.acquire()
                     task = asyncio.create_task(run.send_in_slot(rows.slice(start, end - start)))

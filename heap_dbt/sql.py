@@ -28,6 +28,8 @@ WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 WHITESPACE_CODES = "(9, 10, 11, 12, 13, 32)"
 
 KEY, REASON, RECORD, TRUNCATED, IDENTITY = "__key", "__reason", "__record", "__truncated", "__identity"
+SEPARATOR = ","
+"""Ends every record in the RECORD column: a bulk body is then one slice of the Arrow buffer."""
 HASH, NEW, K1, K2 = "__hash", "__new", "k1", "k2"
 
 # DuckDB's hash() is 15x cheaper than md5 here. Should a DuckDB upgrade ever change it,
@@ -198,6 +200,8 @@ class RecordQuery:
 
     sql: str
     has_identity: bool
+    can_truncate: bool
+    """Whether TRUNCATED can be anything but 0 (some property has ``truncate: true``)."""
     keys_sql: str
     """The model's keys, for finding keys that left the model."""
     probe_sql: str
@@ -223,7 +227,7 @@ def record_query(
     duplicates: bool = True,
     duplicates_table: str | None = None,
 ) -> RecordQuery:
-    """Build the SQL that yields key, reason, record JSON, truncation count and hashes for ``spec``.
+    """Build the SQL that yields key, reason, record JSON (plus SEPARATOR), truncation count and hashes.
 
     ``columns`` must be the relation's real columns, already checked by
     ``config.resolve_columns``; ``model_label`` seeds the deterministic idempotency key.
@@ -301,7 +305,7 @@ def record_query(
     select = [
         f"k.{ident(KEY)} AS {ident(KEY)}",
         f"{reason_sql} AS {ident(REASON)}",
-        f"{record} AS {ident(RECORD)}",
+        f"{record} || {lit(SEPARATOR)} AS {ident(RECORD)}",
         f"{trunc_sql} AS {ident(TRUNCATED)}",
     ]
     if spec.object == "event":
@@ -359,6 +363,7 @@ FROM cand AS k"""
     return RecordQuery(
         sql=query,
         has_identity=spec.object == "event",
+        can_truncate=bool(truncations),
         keys_sql=f"SELECT {_key_hashes('k')} FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL",
         probe_sql=(
             f"SELECT count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR FROM {src} AS __heap_row"

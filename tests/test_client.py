@@ -70,6 +70,7 @@ def make_run(
         sql.RecordQuery(
             sql="",
             has_identity=obj == "event",
+            can_truncate=False,
             keys_sql="",
             probe_sql="",
             duplicates_sql="",
@@ -105,7 +106,7 @@ def record(i: int) -> dict[str, Any]:
 def chunk(n: int, *, start: int = 0, identities: list[str] | None = None) -> _Chunk:
     records = [record(i) for i in range(start, start + n)]
     return _Chunk(
-        pa.array([json.dumps(r) for r in records], pa.string()),
+        pa.array([json.dumps(r) + sql.SEPARATOR for r in records], pa.string()),  # as the SQL makes them
         pa.array([r["identity"] for r in records], pa.string()),
         pa.array(identities, pa.string()) if identities is not None else None,
     )

@@ -7,12 +7,13 @@ import json
 import random
 from email.utils import format_datetime
 
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heap_dbt import heap
-from heap_dbt.engine import cut_chunks
+from heap_dbt import heap, sql
+from heap_dbt.engine import _Chunk, cut_chunks, request_bounds
 from heap_dbt.heap import Outcome, RetryPolicy, body_frame, classify, mask_app_id, parse_retry_after
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -209,3 +210,44 @@ def test_cut_chunks_examples(
     lengths: list[int], max_items: int, max_bytes: int, expected: list[tuple[int, int]]
 ) -> None:
     assert list(cut_chunks(lengths, max_items=max_items, max_bytes=max_bytes)) == expected
+
+
+# --- request bodies straight from the Arrow buffer ----------------------------------------------
+
+
+@given(
+    texts=st.lists(st.text(max_size=40), min_size=1, max_size=60),
+    skip=st.integers(min_value=0, max_value=10),
+    max_items=st.integers(min_value=1, max_value=20),
+    max_bytes=st.integers(min_value=1, max_value=600),
+    large=st.booleans(),
+)
+def test_bodies_from_buffer_slices_are_the_records_in_order_within_limits(
+    texts: list[str], skip: int, max_items: int, max_bytes: int, large: bool
+) -> None:
+    """Arrays as DuckDB hands them over (string or large_string), sliced as batches are."""
+    records = [json.dumps({"identity": t}) for t in texts]
+    padding = [json.dumps({"identity": "x"})] * skip
+    array = pa.array(
+        [r + sql.SEPARATOR for r in padding + records], pa.large_string() if large else pa.string()
+    )
+    array = array.slice(skip)
+    keys = pa.array(texts)
+    bounds = list(request_bounds(array, max_items=max_items, max_bytes=max_bytes))
+    assert [i for start, end in bounds for i in range(start, end)] == list(range(len(records)))
+    prefix, suffix = body_frame("user", "1")
+    for start, end in bounds:
+        assert 0 < end - start <= max_items
+        body = b"".join((prefix, _Chunk(array, keys, None).slice(start, end - start).joined(), suffix))
+        assert json.loads(body)["users"] == [json.loads(r) for r in records[start:end]]
+        if end - start > 1:
+            assert len(body) - len(prefix) - len(suffix) <= max_bytes
+
+
+def test_bodies_are_cut_by_count_when_the_bytes_fit() -> None:
+    array = pa.array([json.dumps({"n": i}) + sql.SEPARATOR for i in range(2500)])
+    assert list(request_bounds(array, max_items=1000, max_bytes=10**6)) == [
+        (0, 1000),
+        (1000, 2000),
+        (2000, 2500),
+    ]
