@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import importlib
 import random
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -499,6 +502,21 @@ async def _stream(
     return streamed
 
 
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` on a daemon thread; the first real import waits for it.
+
+    A failure is left to that real import to report.
+    """
+    if module in sys.modules:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
+
+
 async def _run_one(
     prepared: _Prepared,
     reader: WarehouseReader,
@@ -549,6 +567,8 @@ async def _run_one(
                 compact = writing or not state.interrupted(sync_id)
                 previous = state.latest_sql(sync_id, compact=compact)
                 known_keys = state.count_keys(sync_id, before=run_id if writing else None)
+            if not options.dry_run:
+                _import_in_background("aiohttp")  # 0.1 s, hidden behind the DuckDB work below
             repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
             dup_table = None
             if repeated > 0:  # rare: list the repeated keys once, then join that small table

@@ -6,16 +6,18 @@ and its ``as_*`` filters, so heap-dbt does not have to import dbt-core (1.5 s) t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
 import yaml
-from jinja2.nativetypes import NativeEnvironment
 
 from heap_dbt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from jinja2.nativetypes import NativeEnvironment
 
 _MISSING = object()
 
@@ -91,14 +93,17 @@ class _Native:
         return str(self.value)
 
 
-def _render(value: Any, jenv: NativeEnvironment) -> Any:
-    """Render Jinja in every string; text stays text unless a filter asks otherwise (as dbt)."""
+def _render(value: Any, jenv: Callable[[], NativeEnvironment]) -> Any:
+    """Render Jinja in every string; text stays text unless a filter asks otherwise (as dbt).
+
+    ``jenv`` makes the environment on first use: a profile without templates never imports Jinja.
+    """
     if isinstance(value, dict):
         return {k: _render(v, jenv) for k, v in value.items()}
     if isinstance(value, list):
         return [_render(v, jenv) for v in value]
     if isinstance(value, str) and ("{{" in value or "{%" in value):
-        template = jenv.from_string(value)
+        template = jenv().from_string(value)
         parts = list(template.root_render_func(template.new_context()))
         if len(parts) == 1 and isinstance(parts[0], _Native):
             return parts[0].value
@@ -117,6 +122,9 @@ def _as_number(value: Any) -> _Native:
 def _jinja(env: Mapping[str, str]) -> NativeEnvironment:
     # The native environment hands rendered values to _render unconverted, so an as_* filter's
     # value survives and everything else is joined as text.
+    import jinja2
+    from jinja2.nativetypes import NativeEnvironment
+
     jenv = NativeEnvironment(undefined=jinja2.StrictUndefined)
     jenv.globals["env_var"] = _env_var(env)
     jenv.filters["as_number"] = _as_number
@@ -169,7 +177,7 @@ def resolve_target(
             f"Profile {name!r} is not in {pdir / 'profiles.yml'}; it has "
             f"{', '.join(k for k in profiles if k != 'config') or 'no profiles'}."
         )
-    jenv = _jinja(env)
+    jenv = cache(lambda: _jinja(env))
     tname = target or env.get("DBT_TARGET") or run_args.get("target") or profile.get("target")
     tname = _render(tname, jenv) if isinstance(tname, str) else tname
     outputs = profile.get("outputs") or {}
