@@ -61,6 +61,56 @@ class SlidingWindow:
         return not self._log
 
 
+class IdentityWindows:
+    """Sliding windows of ``limit`` units per identity, sharing one log of requests.
+
+    Each request is logged once with its per-identity counts, and ``used`` keeps the total
+    per identity still in the window: recording and forgetting cost O(identities in the
+    request), so a minute with a million identities stays linear. Memory is what the
+    window holds, which the per-app limit bounds when it is on.
+    """
+
+    def __init__(self, limit: int, *, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._log: deque[tuple[float, Mapping[str, int]]] = deque()
+        self.used: dict[str, int] = {}
+
+    def prune(self, now: float) -> None:
+        while self._log and self._log[0][0] <= now - self.window:
+            _, counts = self._log.popleft()
+            for identity, n in counts.items():
+                left = self.used[identity] - n
+                if left:
+                    self.used[identity] = left
+                else:
+                    del self.used[identity]
+
+    def wait_time(self, counts: Mapping[str, int], now: float) -> float:
+        """Seconds until every identity in ``counts`` has room (0 if all fit now)."""
+        self.prune(now)
+        wait = 0.0
+        for identity, n in counts.items():
+            excess = self.used.get(identity, 0) + n - self.limit
+            if excess <= 0:
+                continue
+            freed = 0  # rare: walk the log for the requests of this identity that free enough
+            for t, logged in self._log:
+                freed += logged.get(identity, 0)
+                if freed >= excess:
+                    wait = max(wait, t + self.window - now)
+                    break
+            else:
+                wait = max(wait, self.window)  # n > limit: callers cap batches so this does not happen
+        return wait
+
+    def record(self, counts: Mapping[str, int], now: float) -> None:
+        self._log.append((now, counts))
+        used = self.used
+        for identity, n in counts.items():
+            used[identity] = used.get(identity, 0) + n
+
+
 class EventRateLimiter:
     """Heap's bulk-track limits: events per minute per app_id and per identity.
 
@@ -72,8 +122,7 @@ class EventRateLimiter:
         self._clock = clock
         self._app = SlidingWindow(per_app, window=window) if per_app > 0 else None
         self._per_identity = per_identity
-        self._window = window
-        self._identities: dict[str, SlidingWindow] = {}
+        self._identities = IdentityWindows(per_identity, window=window) if per_identity > 0 else None
         self._lock = asyncio.Lock()
 
     @property
@@ -103,25 +152,12 @@ class EventRateLimiter:
             while True:
                 now = self._clock.monotonic()
                 wait = self._app.wait_time(total, now) if self._app is not None else 0.0
-                if self._per_identity > 0:
-                    for identity, n in per_identity.items():
-                        window = self._identities.get(identity)
-                        if window is not None:
-                            wait = max(wait, window.wait_time(n, now))
+                if self._identities is not None:
+                    wait = max(wait, self._identities.wait_time(per_identity, now))
                 if wait <= 0:
                     break
                 await self._clock.sleep(wait)
             if self._app is not None:
                 self._app.record(total, now)
-            if self._per_identity > 0:
-                for identity, n in per_identity.items():
-                    window = self._identities.get(identity)
-                    if window is None:
-                        window = self._identities[identity] = SlidingWindow(
-                            self._per_identity, window=self._window
-                        )
-                    window.record(n, now)
-                if len(self._identities) > 10_000:
-                    for w in self._identities.values():
-                        w.prune(now)
-                    self._identities = {k: w for k, w in self._identities.items() if not w.idle}
+            if self._identities is not None:
+                self._identities.record(per_identity, now)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heap_dbt.ratelimit import EventRateLimiter, SlidingWindow
+from heap_dbt.ratelimit import EventRateLimiter, IdentityWindows, SlidingWindow
 from tests.fakes import FakeClock
 
 EPS = 1e-9
@@ -204,3 +204,44 @@ async def test_concurrent_admits_are_serialised_in_order() -> None:
     rec, _ = limiter(per_app=10)
     await asyncio.gather(*(rec.admit(n) for n in (6, 6, 6)))
     assert rec.log == [(0.0, 6), (60.0, 6), (120.0, 6)]
+
+
+# --- IdentityWindows: one log for every identity ---------------------------------------------------
+
+
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.floats(min_value=0, max_value=5, allow_nan=False),
+            st.dictionaries(st.sampled_from(["ann", "bob", "cy"]), st.integers(1, 6), min_size=1),
+        ),
+        max_size=25,
+    ),
+    ask=st.dictionaries(st.sampled_from(["ann", "bob", "cy", "dee"]), st.integers(1, 10), min_size=1),
+    later=st.floats(min_value=0, max_value=90, allow_nan=False),
+)
+def test_identity_windows_wait_exactly_as_one_window_per_identity(
+    requests: list[tuple[float, dict[str, int]]], ask: dict[str, int], later: float
+) -> None:
+    shared = IdentityWindows(10)
+    separate: dict[str, SlidingWindow] = {}
+    now = 0.0
+    for step, counts in requests:
+        now += step
+        shared.record(counts, now)
+        for identity, n in counts.items():
+            separate.setdefault(identity, SlidingWindow(10)).record(n, now)
+    now += later
+    expected = max(separate.get(i, SlidingWindow(10)).wait_time(n, now) for i, n in ask.items())
+    assert shared.wait_time(ask, now) == pytest.approx(expected)
+
+
+def test_identity_windows_forget_identities_that_left_the_window() -> None:
+    windows = IdentityWindows(1000)
+    windows.record({f"user{i}": 1 for i in range(50_000)}, 0.0)
+    windows.record({"user0": 2}, 30.0)
+    assert len(windows.used) == 50_000
+    windows.prune(60.0)
+    assert windows.used == {"user0": 2}
+    windows.prune(90.0)
+    assert windows.used == {}
