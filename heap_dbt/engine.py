@@ -114,9 +114,12 @@ class _Prepared:
     query: sql.RecordQuery
     columns: list[Column] = field(default_factory=list)
 
-    def build(self, *, previous: str | None, duplicates_table: str | None) -> sql.RecordQuery:
-        """The record query: only rows that differ from ``previous`` when given, and with the
-        duplicate-key join only when the probe found a repeated key."""
+    def build(
+        self, *, previous: str | None, duplicates_table: str | None, identities: bool
+    ) -> sql.RecordQuery:
+        """The record query: only rows that differ from ``previous`` when given, with the
+        duplicate-key join only when the probe found a repeated key, and event identities
+        only for a rate limiter that counts them."""
         return sql.record_query(
             self.spec,
             self.columns,
@@ -124,6 +127,7 @@ class _Prepared:
             previous=previous,
             duplicates=duplicates_table is not None,
             duplicates_table=duplicates_table,
+            identities=identities,
         )
 
 
@@ -573,7 +577,9 @@ async def _run_one(
             dup_table = None
             if repeated > 0:  # rare: list the repeated keys once, then join that small table
                 dup_table = reader.register("heap_dbt_dup_keys", prepared.query.duplicate_keys_sql)
-            query = prepared.build(previous=previous, duplicates_table=dup_table)
+            query = prepared.build(
+                previous=previous, duplicates_table=dup_table, identities=run.limiter is not None
+            )
             streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
             result.read = total
             result.unchanged = total - streamed

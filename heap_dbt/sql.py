@@ -229,6 +229,7 @@ def record_query(
     previous: str | None = None,
     duplicates: bool = True,
     duplicates_table: str | None = None,
+    identities: bool = True,
 ) -> RecordQuery:
     """Build the SQL that yields key, reason, record JSON (plus SEPARATOR), truncation count and hashes.
 
@@ -240,6 +241,8 @@ def record_query(
     (the probe found no repeated key) leaves out the duplicate-key join, a third of the work.
     ``duplicates_table`` names a table (``dup_key``, ``n``) the caller filled from
     ``duplicate_keys_sql``: joining that small table keeps memory flat on huge models.
+    ``identities=False`` leaves out an event's IDENTITY column, which only the per-identity
+    rate limit reads.
     """
     types = {c.name: c.type for c in columns}
     src = spec.model.relation_name
@@ -315,7 +318,7 @@ def record_query(
         f"concat({', '.join([*record_parts, lit(SEPARATOR)])}) AS {ident(RECORD)}",
         f"{trunc_sql} AS {ident(TRUNCATED)}",
     ]
-    if spec.object == "event":
+    if spec.object == "event" and identities:
         select.append(f"{identity_sql} AS {ident(IDENTITY)}")
     # Change detection hashes the source values the record is built from (plus how it is built),
     # so the diff finds changed rows before any JSON is made: records are built for those only.
@@ -369,7 +372,7 @@ SELECT {", ".join(select)}
 FROM cand AS k"""
     return RecordQuery(
         sql=query,
-        has_identity=spec.object == "event",
+        has_identity=spec.object == "event" and identities,
         can_truncate=bool(truncations),
         keys_sql=f"SELECT {_key_hashes('k')} FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL",
         probe_sql=(
