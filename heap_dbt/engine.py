@@ -208,11 +208,9 @@ class _Chunk:
 
         Every record already ends with ``sql.SEPARATOR``; only the last one is cut off.
         """
-        offsets, base = _offsets(self.records)
-        data = self.records.buffers()[2]
-        if data is None:  # every value empty: cannot happen for a record
-            return memoryview(b"")
-        return memoryview(data)[offsets[base] : offsets[base + len(self.records)] - len(sql.SEPARATOR)]
+        offsets, base, data = _string_buffers(self.records)
+        end = offsets[base + len(self.records)] - len(sql.SEPARATOR)
+        return data[offsets[base] : end]
 
     def identity_counts(self) -> dict[str, int]:
         import pyarrow.compute as pc
@@ -223,14 +221,16 @@ class _Chunk:
         return {c["values"]: c["counts"] for c in counts}
 
 
-def _offsets(records: pa.Array) -> tuple[memoryview, int]:
-    """The value offsets of a string array, and the index of its first value in them."""
+def _string_buffers(records: pa.Array) -> tuple[memoryview, int, memoryview]:
+    """A string array's value offsets, the index of its first value in them, and its bytes."""
     if str(records.type) not in ("string", "large_string"):
         import pyarrow as pa
 
         records = records.cast(pa.large_string())
-    view = memoryview(records.buffers()[1])
-    return view.cast("i") if str(records.type) == "string" else view.cast("q"), records.offset
+    _, offsets, data = records.buffers()
+    view = memoryview(offsets)
+    values = memoryview(data) if data is not None else memoryview(b"")
+    return view.cast("i") if str(records.type) == "string" else view.cast("q"), records.offset, values
 
 
 def request_bounds(records: pa.Array, *, max_items: int, max_bytes: int) -> Iterator[tuple[int, int]]:
@@ -240,7 +240,7 @@ def request_bounds(records: pa.Array, *, max_items: int, max_bytes: int) -> Iter
     records are large; else by each record's size (``cut_chunks``).
     """
     n = len(records)
-    offsets, base = _offsets(records)
+    offsets, base, _ = _string_buffers(records)
     by_count = [(i, min(i + max_items, n)) for i in range(0, n, max_items)]
     if all(offsets[base + end] - offsets[base + start] <= max_bytes for start, end in by_count):
         return iter(by_count)
@@ -399,21 +399,27 @@ class Acker:
         self._pending_rows += acks.num_rows
         # Flush by size, and by age so that a crash costs at most ~a second of resends.
         if self._pending_rows >= self._batch_rows or time.monotonic() - self._last_flush >= self._max_age:
-            self._tasks.append(asyncio.ensure_future(self.flush()))
+            self._tasks.append(asyncio.ensure_future(self._write(self._take())))
 
-    async def flush(self) -> None:
-        """Write what is pending now; the writes run one at a time, in the order taken."""
-        import pyarrow as pa
-
-        # Take the batches before waiting for the lock, so that adds arriving meanwhile
-        # start a new batch instead of scheduling one small write each.
+    def _take(self) -> list[pa.RecordBatch]:
+        """Hand over what is pending: the adds that follow start a new batch."""
         batches, self._pending, self._pending_rows = self._pending, [], 0
         self._last_flush = time.monotonic()
+        return batches
+
+    async def _write(self, batches: list[pa.RecordBatch]) -> None:
+        """Write ``batches``; the writes run one at a time, in the order taken."""
+        import pyarrow as pa
+
         if not batches:
             return
         table = pa.Table.from_batches(batches).rename_columns(["k1", "k2", "hash"])
         async with self._lock:
             await asyncio.to_thread(self._state.acknowledge, self._sync_id, self._run_id, table)
+
+    async def flush(self) -> None:
+        """Write what is pending now."""
+        await self._write(self._take())
 
     async def close(self) -> None:
         """Write what is pending; raise StateError if any write failed (the rows stay unrecorded)."""

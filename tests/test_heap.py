@@ -220,17 +220,15 @@ def test_cut_chunks_examples(
     skip=st.integers(min_value=0, max_value=10),
     max_items=st.integers(min_value=1, max_value=20),
     max_bytes=st.integers(min_value=1, max_value=600),
-    large=st.booleans(),
+    kind=st.sampled_from([pa.string(), pa.large_string(), pa.string_view()]),
 )
 def test_bodies_from_buffer_slices_are_the_records_in_order_within_limits(
-    texts: list[str], skip: int, max_items: int, max_bytes: int, large: bool
+    texts: list[str], skip: int, max_items: int, max_bytes: int, kind: pa.DataType
 ) -> None:
-    """Arrays as DuckDB hands them over (string or large_string), sliced as batches are."""
+    """Arrays as DuckDB hands them over (string, large_string, or string_view), sliced as batches are."""
     records = [json.dumps({"identity": t}) for t in texts]
     padding = [json.dumps({"identity": "x"})] * skip
-    array = pa.array(
-        [r + sql.SEPARATOR for r in padding + records], pa.large_string() if large else pa.string()
-    )
+    array = pa.array([r + sql.SEPARATOR for r in padding + records], kind)
     array = array.slice(skip)
     keys = pa.array(texts)
     bounds = list(request_bounds(array, max_items=max_items, max_bytes=max_bytes))
