@@ -257,7 +257,10 @@ def record_query(
     for prop, col in spec.properties.items():
         entries += _entries(prop, "k." + ident(col), types[col], truncate=spec.truncate)
 
-    head: list[str] = []
+    # ``fixed``: pieces every valid row has (a NULL there means the row is rejected, so its
+    # record is never sent); ``optional``: fragments that concat_ws leaves out when NULL.
+    fixed: list[str] = []
+    optional: list[str] = []
     identity_sql = ""
     if spec.object == "event":
         assert spec.identity is not None  # config guarantees it for events
@@ -276,18 +279,20 @@ def record_query(
             )
         else:
             name_sql = lit(spec.event_name or "")
-        head.append(f"'\"identity\":' || CAST(to_json({identity_sql}) AS VARCHAR)")
-        head.append(f"'\"event\":' || CAST(to_json({name_sql}) AS VARCHAR)")
+        fixed += [
+            lit('"identity":'), f"CAST(to_json({identity_sql}) AS VARCHAR)",
+            lit(',"event":'), f"CAST(to_json({name_sql}) AS VARCHAR)",
+            lit(',"idempotency_key":"'), f"md5({lit(model_label + ':')} || k.{ident(KEY)})", lit('"'),
+        ]  # fmt: skip
         if spec.timestamp:
             ts_t = types[spec.timestamp]
             ts_text = _scalar_text("k." + ident(spec.timestamp), ts_t)
-            head.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
+            optional.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
             reasons.append((f"isinf(k.{ident(spec.timestamp)})", lit("event timestamp is infinite")))
-        head.append(f"'\"idempotency_key\":\"' || md5({lit(model_label + ':')} || k.{ident(KEY)}) || '\"'")
     elif spec.object == "user":
-        head.append(f"'\"identity\":' || CAST(to_json(k.{ident(KEY)}) AS VARCHAR)")
+        fixed += [lit('"identity":'), f"CAST(to_json(k.{ident(KEY)}) AS VARCHAR)"]
     else:
-        head.append(f"'\"account_id\":' || CAST(to_json(k.{ident(KEY)}) AS VARCHAR)")
+        fixed += [lit('"account_id":'), f"CAST(to_json(k.{ident(KEY)}) AS VARCHAR)"]
 
     dup_reason = (
         "k.__heap_dups IS NOT NULL",
@@ -303,7 +308,8 @@ def record_query(
         if entries
         else "'\"properties\":{}'"
     )
-    record_parts = ["'{'", "concat_ws(',', " + ", ".join([*head, properties]) + ")", "'}'"]
+    rest = "concat_ws(',', " + ", ".join([*optional, properties]) + ")"
+    record_parts = ["'{'", *fixed, "','", rest, "'}'"]
     record = f"concat({', '.join(record_parts)})"
     definition = hash_text("\n".join([str(src), key_expr, record, *(c + m for c, m in reasons)]))
     if duplicates:

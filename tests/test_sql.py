@@ -32,7 +32,7 @@ EVENT_BY_COLUMN = {"object": "event", "key": "id", "identity": "who", "event_nam
 class Row:
     key: str | None
     reason: str | None
-    record: dict[str, Any]
+    record: dict[str, Any] | None  # None for a rejected row
     truncated: int
     identity: str | None
 
@@ -104,7 +104,8 @@ def run(reader: DuckDBReader, query: sql.RecordQuery) -> list[Row]:
                 Row(
                     key=r[sql.KEY],
                     reason=r[sql.REASON],
-                    record=json.loads(without_separator(r[sql.RECORD])),
+                    # A rejected row's record is never sent, and may not be JSON (a NULL key).
+                    record=json.loads(without_separator(r[sql.RECORD])) if r[sql.REASON] is None else None,
                     truncated=r[sql.TRUNCATED],
                     identity=r.get(sql.IDENTITY),
                 )
