@@ -552,11 +552,19 @@ async def _run_one(
     outcome = "error"
     try:
         with reader.snapshot():
-            probe = reader.fetch_one(prepared.query.probe_sql)
+            known = state is not None and state.exists and not options.full_refresh
+            stored = state.fingerprint(sync_id) if known and state is not None else None
+            repeated: int | None = None
+            if stored is None:  # nothing to compare with: one scan for the fingerprint and the keys
+                if not options.dry_run:
+                    _import_in_background("aiohttp")  # 0.1 s, hidden behind the DuckDB work
+                probe = reader.fetch_one(prepared.query.probe_duplicates_sql)
+                repeated = int(probe[2])
+            else:
+                probe = reader.fetch_one(prepared.query.probe_sql)
             total = int(probe[0])
             fingerprint = prepared.query.fingerprint(probe)
-            known = state is not None and state.exists and not options.full_refresh
-            if known and state is not None and state.fingerprint(sync_id) == fingerprint:
+            if stored is not None and stored == fingerprint:
                 # The model is exactly as it was when Heap acknowledged every row of it.
                 result.read = result.unchanged = total
                 result.skipped_unchanged = True
@@ -577,9 +585,10 @@ async def _run_one(
                 compact = writing or not state.interrupted(sync_id)
                 previous = state.latest_sql(sync_id, compact=compact)
                 known_keys = state.count_keys(sync_id, before=run_id if writing else None)
-            if not options.dry_run:
-                _import_in_background("aiohttp")  # 0.1 s, hidden behind the DuckDB work below
-            repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
+            if repeated is None:
+                if not options.dry_run:
+                    _import_in_background("aiohttp")
+                repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
             dup_table = None
             if repeated > 0:  # rare: list the repeated keys once, then join that small table
                 dup_table = reader.register("heap_dbt_dup_keys", prepared.query.duplicate_keys_sql)

@@ -211,6 +211,8 @@ class RecordQuery:
     """One row: the row count and a hash of every row, for the model's fingerprint."""
     duplicates_sql: str
     """One row: how many rows repeat a key already seen."""
+    probe_duplicates_sql: str
+    """One row: probe_sql's two values, then duplicates_sql's, from one scan."""
     duplicate_keys_sql: str
     """The repeated keys (``dup_key``) and how often each appears (``n``)."""
     definition: str
@@ -376,13 +378,16 @@ WITH src AS (
 {candidates}
 SELECT {", ".join(select)}
 FROM cand AS k"""
+    probe = f"count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR"
     return RecordQuery(
         sql=query,
         has_identity=spec.object == "event" and identities,
         can_truncate=bool(truncations),
         keys_sql=f"SELECT {_key_hashes('k')} FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL",
-        probe_sql=(
-            f"SELECT count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR FROM {src} AS __heap_row"
+        probe_sql=f"SELECT {probe} FROM {src} AS __heap_row",
+        probe_duplicates_sql=(
+            f"SELECT {probe}, count({key_expr}) - count(DISTINCT {ROW_HASH}({key_expr})) "
+            f"FILTER (WHERE {key_expr} IS NOT NULL) FROM {src} AS __heap_row"
         ),
         # Distinct hashes: a collision can only raise a false alarm (then the exact join runs).
         duplicate_keys_sql=(

@@ -74,6 +74,7 @@ def make_run(
             keys_sql="",
             probe_sql="",
             duplicates_sql="",
+            probe_duplicates_sql="",
             duplicate_keys_sql="",
             definition="",
         ),

@@ -719,3 +719,22 @@ def test_records_of_many_rows_are_each_valid_json(wh: Warehouse) -> None:
 def test_ident_and_lit_double_their_quotes() -> None:
     assert sql.ident('a"b') == '"a""b"'
     assert sql.lit("it's") == "'it''s'"
+
+
+@pytest.mark.parametrize(
+    "select",
+    [
+        pytest.param("SELECT * FROM (VALUES ('a', 1), ('b', 2), ('a', 3), ('a', 5)) v(id, n)", id="repeats"),
+        pytest.param("SELECT * FROM (VALUES (NULL, 1), (NULL, 2), ('u1', 3)) v(id, n)", id="null-keys"),
+        pytest.param("SELECT * FROM (VALUES (7, 1), (7, 2), (8, 3)) v(id, n)", id="integer-key"),
+        pytest.param("SELECT 'x' AS id, 1 AS n LIMIT 0", id="empty"),
+    ],
+)
+def test_one_scan_probe_gives_what_the_two_probes_give(wh: Warehouse, select: str) -> None:
+    """A first sync probes once: fingerprint and repeated keys must match the separate queries."""
+    wh.create("t", select)
+    reader = wh.reader()
+    spec, columns = wh.spec(reader, "t", USER)
+    query = sql.record_query(spec, columns, model_label="t")
+    merged = reader.fetch_one(query.probe_duplicates_sql)
+    assert merged == (*reader.fetch_one(query.probe_sql), *reader.fetch_one(query.duplicates_sql))
