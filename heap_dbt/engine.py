@@ -551,6 +551,7 @@ async def _run_one(
         run.acker = Acker(state, sync_id, run_id)
     outcome = "error"
     try:
+        reader.fit(prepared.query.width)
         with reader.snapshot():
             known = state is not None and state.exists and not options.full_refresh
             stored = state.fingerprint(sync_id) if known and state is not None else None

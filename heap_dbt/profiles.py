@@ -192,4 +192,3 @@ def resolve_target(
     return Target(
         profile=name, name=str(tname), type=str(creds["type"]), credentials=creds, profiles_dir=pdir
     )
-

@@ -217,6 +217,8 @@ class RecordQuery:
     """The repeated keys (``dup_key``) and how often each appears (``n``)."""
     definition: str
     """A hash of how records are built; part of the model's fingerprint."""
+    width: int
+    """How many columns the queries read, struct and map fields counted one by one."""
 
     def fingerprint(self, probe: tuple[Any, ...]) -> str:
         """The model's fingerprint from the probe row: rows, content and record definition."""
@@ -378,7 +380,9 @@ WITH src AS (
 {candidates}
 SELECT {", ".join(select)}
 FROM cand AS k"""
-    probe = f"count(*), coalesce(sum({ROW_HASH}(__heap_row)), 0)::VARCHAR"
+    # The fingerprint covers the columns records are built from: a change elsewhere in the
+    # model changes no record, and reading only these keeps a wide model's probe cheap.
+    probe = f"count(*), coalesce(sum({ROW_HASH}(" + ", ".join(ident(c) for c in used) + ")), 0)::VARCHAR"
     return RecordQuery(
         sql=query,
         has_identity=spec.object == "event" and identities,
@@ -399,7 +403,15 @@ FROM cand AS k"""
             f"FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL"
         ),
         definition=str(definition),
+        width=sum(_leaves(types[c]) for c in used),
     )
+
+
+def _leaves(t: ColumnType) -> int:
+    """The stored columns behind a value of type ``t``: one, or one per struct field."""
+    if t.kind in ("struct", "map", "list"):
+        return sum(_leaves(child) for _, child in t.children) or 1
+    return 1
 
 
 def _key_hashes(expr: str) -> str:

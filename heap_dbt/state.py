@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import StateError
+from heap_dbt.warehouse.duckdb import size_bytes
 
 if TYPE_CHECKING:
     import duckdb
@@ -92,8 +93,10 @@ class DuckDBState:
         import duckdb
 
         previous = self._one("SELECT current_setting('memory_limit')") if more_memory else None
-        if more_memory:
+        if previous is not None and size_bytes(previous) < size_bytes(MAINTENANCE_MEMORY):
             self._con.execute(f"SET memory_limit = '{MAINTENANCE_MEMORY}'")
+        else:
+            previous = None  # the limit is already large enough: leave it
         try:
             yield
         except duckdb.Error as exc:

@@ -77,6 +77,7 @@ def make_run(
             probe_duplicates_sql="",
             duplicate_keys_sql="",
             definition="",
+            width=1,
         ),
     )
     result = SyncResult(

@@ -462,3 +462,40 @@ def test_the_app_id_is_never_printed_or_written(project: Path, emulator: Running
     ):
         assert secret not in text
     assert secret in emulator.emulator.snapshot()["users"]
+
+
+# --- a wide model: DuckDB's scan needs memory per column and thread, not per row ---------------
+
+WIDE_PAIRS = 100  # a string and an integer column each: 201 columns with the key
+WIDE_ROWS = 250_000  # three DuckDB row groups, so more than one thread scans
+
+
+def test_a_wide_model_syncs_with_the_default_memory_limit(project: Path, emulator: RunningEmulator) -> None:
+    """About 1 MB per column and thread: far past the 64 MB default at 201 columns (was Out of Memory)."""
+    columns = ",\n".join(
+        f"case when i % 7 = {j % 7} then null else 'value ' || ((i * {j + 1}) % 100003) end as s{j}, "
+        f"(i * {j + 3}) % 1000003 as n{j}"
+        for j in range(WIDE_PAIRS)
+    )
+    models = project / "models" / "wide"
+    models.mkdir()
+    (models / "wide_users.sql").write_text(
+        f"select 'user' || i || '@example.com' as email,\n{columns}\nfrom range({WIDE_ROWS}) t(i)\n"
+    )
+    (models / "schema.yml").write_text(
+        "version: 2\nmodels:\n  - name: wide_users\n    config:\n      meta:\n"
+        "        heap: {object: user, key: email}\n"
+    )
+    dbt(project, "run", "-s", "wide_users", "--quiet")
+
+    proc = heap_dbt(project, "sync", "-s", "wide_users", "--dry-run", "--json", base_url=emulator.url)
+
+    assert proc.returncode == 0, proc.stderr
+    (sync,) = json.loads(proc.stdout)["syncs"]
+    assert sync["status"] == "success" and "error" not in sync
+    assert (sync["read"], sync["would_send"], sync["rejected"]) == (WIDE_ROWS, WIDE_ROWS, 0)
+    for record in sync["sample_payload"][0]["users"]:
+        i = int(record["identity"].removeprefix("user").removesuffix("@example.com"))
+        want = {f"n{j}": (i * (j + 3)) % 1000003 for j in range(WIDE_PAIRS)}
+        want |= {f"s{j}": f"value {(i * (j + 1)) % 100003}" for j in range(WIDE_PAIRS) if i % 7 != j % 7}
+        assert record["properties"] == want

@@ -738,3 +738,40 @@ def test_one_scan_probe_gives_what_the_two_probes_give(wh: Warehouse, select: st
     query = sql.record_query(spec, columns, model_label="t")
     merged = reader.fetch_one(query.probe_duplicates_sql)
     assert merged == (*reader.fetch_one(query.probe_sql), *reader.fetch_one(query.duplicates_sql))
+
+
+def fingerprint(wh: Warehouse, select: str, heap: Any) -> str:
+    wh.create("t", select)
+    reader = wh.reader()
+    spec, columns = wh.spec(reader, "t", heap)
+    query = sql.record_query(spec, columns, model_label="t")
+    return query.fingerprint(reader.fetch_one(query.probe_sql))
+
+
+@pytest.mark.parametrize(
+    ("changed", "same"),
+    [
+        pytest.param(
+            "SELECT * FROM (VALUES ('a', 1, 'x'), ('b', 2, 'z')) v(id, n, note)", True, id="unmapped"
+        ),
+        pytest.param(
+            "SELECT * FROM (VALUES ('a', 1, 'x'), ('b', 3, 'y')) v(id, n, note)", False, id="mapped"
+        ),
+        pytest.param("SELECT * FROM (VALUES ('a', 1, 'x'), ('c', 2, 'y')) v(id, n, note)", False, id="key"),
+        pytest.param("SELECT * FROM (VALUES ('a', 1, 'x')) v(id, n, note)", False, id="row-removed"),
+    ],
+)
+def test_the_fingerprint_follows_the_mapped_columns_only(wh: Warehouse, changed: str, same: bool) -> None:
+    """The no-op shortcut: a change to a column no property reads changes no record."""
+    heap = {**USER, "fields": {"n": "n"}}
+    before = fingerprint(wh, "SELECT * FROM (VALUES ('a', 1, 'x'), ('b', 2, 'y')) v(id, n, note)", heap)
+    after = fingerprint(wh, changed, heap)
+    assert (before == after) is same
+
+
+def test_width_counts_the_columns_read_with_struct_fields_one_by_one(wh: Warehouse) -> None:
+    wh.create("t", "SELECT 'a' AS id, 1 AS n, {'x': 1, 'y': {'z': 2}} AS s, [1, 2] AS l, 'no' AS unused")
+    reader = wh.reader()
+    spec, columns = wh.spec(reader, "t", {**USER, "fields": {"n": "n", "s": "s", "l": "l"}})
+    query = sql.record_query(spec, columns, model_label="t")
+    assert query.width == 1 + 1 + 2 + 1  # id, n, s.x and s.y.z, l

@@ -64,6 +64,11 @@ class WarehouseReader(Protocol):
         """The first row of ``sql``."""
         ...
 
+    def fit(self, width: int) -> None:
+        """Size the working memory and parallelism for the queries of one sync, which read
+        ``width`` columns (struct fields counted one by one)."""
+        ...
+
     def register(self, name: str, sql: str) -> str:
         """Keep the (small) result of ``sql`` as a table the next queries can join; its name."""
         ...

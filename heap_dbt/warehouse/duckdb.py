@@ -18,8 +18,20 @@ if TYPE_CHECKING:
     from heap_dbt.state import DuckDBState
 
 # Keeps the sync's peak RSS bounded whatever the table size; DuckDB spills past it. Measured
-# enough for 10M-row models (benchmarks/); --memory-limit raises it for wider or larger ones.
+# enough for 10M-row models (benchmarks/); ``fit`` raises it for wide ones.
 DEFAULT_MEMORY_LIMIT = "64MB"
+MB = 1024 * 1024
+# A scan holds a block of every column it reads, per thread: needing 0.8-1.0 MB per column and
+# thread in measurements of 50 to 250 columns (2 threads needed 96 MB at 50 columns, 256 MB at
+# 150; 1 thread 128 MB at 150). DuckDB fails with Out of Memory below that, whatever the rows.
+SCAN_MEMORY_PER_COLUMN = 1 * MB
+SCAN_MEMORY_BASE = 32 * MB  # what a query needs besides its scan (joins and aggregates spill)
+WIDE_SCAN_BUDGET = 256 * MB  # beyond this, a wide model gets fewer threads rather than more memory
+
+_UNITS = {
+    "bytes": 1, "b": 1, "kib": 1024, "mib": MB, "gib": 1024 * MB, "tib": 1024**2 * MB,
+    "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+}  # fmt: skip
 
 _SIMPLE_KINDS: dict[str, Any] = {
     "varchar": "string", "uuid": "string", "enum": "string",
@@ -34,10 +46,15 @@ _SIMPLE_KINDS: dict[str, Any] = {
 
 
 def _query_error(exc: Exception) -> WarehouseError:
-    hint = ""
-    if "Out of Memory" in str(exc):
-        hint = " DuckDB ran out of the memory heap-dbt allows it; raise it with --memory-limit (e.g. 256MB)."
-    return WarehouseError(f"The warehouse query failed: {exc}{hint}")
+    text = str(exc)
+    if "Out of Memory" in text:
+        # DuckDB's own advice (threads, insertion order) is about settings heap-dbt already picks.
+        first = text.strip().splitlines()[0]
+        return WarehouseError(
+            f"The warehouse query failed: {first} DuckDB ran out of the memory heap-dbt allows it; "
+            "raise it with --memory-limit (e.g. 512MB) or HEAP_DBT_MEMORY_LIMIT."
+        )
+    return WarehouseError(f"The warehouse query failed: {text}")
 
 
 def _open_error(path: Path, exc: Exception, *, state: bool = False) -> Exception:
@@ -58,6 +75,17 @@ def _quote(name: str) -> str:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+def size_bytes(text: str) -> int:
+    """Bytes in a DuckDB memory size: ``64MB``, ``1.5 GiB``, ``61.0 MiB``, ``512 bytes``."""
+    import re
+
+    found = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*([A-Za-z]*)\s*", text)
+    unit = found.group(2).lower() if found else ""
+    if found is None or (unit and unit not in _UNITS):
+        raise WarehouseError(f"Cannot read the memory size {text!r}; write it like 256MB or 1GB.")
+    return int(float(found.group(1)) * _UNITS[unit or "b"])
 
 
 def column_type(t: Any) -> ColumnType:
@@ -90,7 +118,7 @@ class DuckDBReader:
         attach: list[dict[str, Any]] | None = None,
         writable: bool = False,
         state_path: Path | None = None,
-        memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        memory_limit: str | None = None,
         threads: int | None = None,
     ) -> None:
         import duckdb
@@ -104,6 +132,8 @@ class DuckDBReader:
         self.alias = path.stem
         self.state_path = state_path
         self.state_attached = False
+        # A limit the user chose is kept; heap-dbt's own default grows with the model's width.
+        self.memory_fixed = memory_limit is not None
         self._tmp = tempfile.TemporaryDirectory(prefix="heap-dbt-duckdb-")
         try:
             # An in-memory database with the file attached under its own name keeps
@@ -111,7 +141,7 @@ class DuckDBReader:
             self._con = duckdb.connect(
                 ":memory:",
                 config={
-                    "memory_limit": memory_limit,
+                    "memory_limit": memory_limit or DEFAULT_MEMORY_LIMIT,
                     "temp_directory": self._tmp.name,
                     "preserve_insertion_order": False,
                     **({"threads": threads} if threads else {}),
@@ -120,6 +150,8 @@ class DuckDBReader:
             mode = "" if writable and state_path is None else " (READ_ONLY)"
             self._con.execute(f"ATTACH {_literal(str(path))} AS {_quote(self.alias)}{mode}")
             self._con.execute(f"USE {_quote(self.alias)}")
+            self.cores = int(self._setting("threads"))
+            self._base_limit = size_bytes(self._setting("memory_limit"))
             for entry in attach or []:
                 self._attach(entry)
         except duckdb.Error as exc:
@@ -174,8 +206,28 @@ class DuckDBReader:
             attach=list(attach),
             writable=writable,
             state_path=state_path,
-            memory_limit=memory_limit or DEFAULT_MEMORY_LIMIT,
+            memory_limit=memory_limit,
         )
+
+    def _setting(self, name: str) -> str:
+        return str(self._con.execute("SELECT current_setting(?)", [name]).fetchall()[0][0])
+
+    def fit(self, width: int) -> None:
+        """Size DuckDB for queries that read ``width`` columns: enough memory for the scan,
+        and fewer threads for a model too wide to scan on every core within the budget."""
+        import duckdb
+
+        need = SCAN_MEMORY_PER_COLUMN * max(width, 1)
+        limit = self._base_limit
+        if not self.memory_fixed:
+            affordable = max(1, min(self.cores, WIDE_SCAN_BUDGET // need))
+            limit = max(limit, SCAN_MEMORY_BASE + need * affordable)
+        threads = max(1, min(self.cores, (limit - SCAN_MEMORY_BASE) // need))
+        try:
+            self._con.execute(f"SET threads = {threads}")
+            self._con.execute(f"SET memory_limit = '{limit}B'")
+        except duckdb.Error as exc:
+            raise _query_error(exc) from exc
 
     def state(self, *, schema: str, writable: bool) -> DuckDBState | None:
         """The state store: in the model file, or in the attached local state file.
@@ -232,11 +284,14 @@ class DuckDBReader:
 
     def stream(self, sql: str, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
         import duckdb
+        import pyarrow as pa
 
         try:
             reader = self._con.sql(sql).to_arrow_reader(batch_rows)
             yield from reader
-        except duckdb.Error as exc:
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:
+            # An error while the rows stream (Out of Memory, a failed cast) comes through
+            # Arrow's C stream as an OSError, not a duckdb.Error.
             raise _query_error(exc) from exc
 
     def close(self) -> None:
