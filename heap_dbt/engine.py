@@ -586,6 +586,8 @@ async def _run_one(
                 compact = writing or not state.interrupted(sync_id)
                 previous = state.latest_sql(sync_id, compact=compact)
                 known_keys = state.count_keys(sync_id, before=run_id if writing else None)
+                if known_keys == 0:  # Heap holds nothing of this sync yet: every row is new, no join
+                    previous = None
             if repeated is None:
                 if not options.dry_run:
                     _import_in_background("aiohttp")
@@ -596,6 +598,8 @@ async def _run_one(
             query = prepared.build(
                 previous=previous, duplicates_table=dup_table, identities=run.limiter is not None
             )
+            if previous is None and dup_table is None:
+                reader.fit(query.width, pipeline=True)
             streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
             result.read = total
             result.unchanged = total - streamed

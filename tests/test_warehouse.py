@@ -11,6 +11,7 @@ from heap_dbt.errors import WarehouseError
 from heap_dbt.warehouse.duckdb import (
     DEFAULT_MEMORY_LIMIT,
     MB,
+    PIPELINE_MEMORY_BASE,
     SCAN_MEMORY_BASE,
     SCAN_MEMORY_PER_COLUMN,
     DuckDBReader,
@@ -76,6 +77,35 @@ def test_a_wide_model_gets_memory_for_its_scan_and_fewer_threads(database: Path)
         reader.close()
 
 
+def cached_table_bytes(reader: DuckDBReader) -> int:
+    return int(
+        reader.fetch_one(
+            "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory() WHERE tag = 'BASE_TABLE'"
+        )[0]
+    )
+
+
+def test_a_pipeline_gets_its_scan_and_the_cached_blocks_it_reads_again(tmp_path: Path) -> None:
+    path = tmp_path / "big.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE t AS SELECT range AS i, md5(range::VARCHAR) AS s FROM range(300000)")
+    reader = DuckDBReader(path, threads=2)
+    try:
+        reader.fit(2, pipeline=True)  # nothing cached yet: the scan's memory and the small base
+        assert settings(reader) == (2, pytest.approx(PIPELINE_MEMORY_BASE + 2 * 2 * MB, abs=MB))
+        reader.fit(2)
+        reader.fetch_one("SELECT count(*), sum(hash(i, s)) FROM t")  # caches the table's blocks
+        cached = cached_table_bytes(reader)
+        assert cached > 4 * MB
+        reader.fit(2, pipeline=True)  # keeps room for what is cached, which the stream reads again
+        assert settings(reader)[1] == pytest.approx(PIPELINE_MEMORY_BASE + 2 * 2 * MB + cached, abs=MB)
+        assert (
+            sum(batch.num_rows for batch in reader.stream("SELECT i, s FROM t", batch_rows=10000)) == 300000
+        )
+    finally:
+        reader.close()
+
+
 def test_a_limit_the_user_chose_is_kept_and_threads_fit_inside_it(database: Path) -> None:
     reader = DuckDBReader(database, threads=4, memory_limit="128MB")
     try:
@@ -85,6 +115,8 @@ def test_a_limit_the_user_chose_is_kept_and_threads_fit_inside_it(database: Path
         assert threads == 2
         reader.fit(500)  # too wide even for one thread: still one, and still the user's limit
         assert settings(reader) == (1, pytest.approx(128_000_000, rel=0.01))
+        reader.fit(40, pipeline=True)  # never lowered either
+        assert settings(reader)[1] == pytest.approx(128_000_000, rel=0.01)
     finally:
         reader.close()
 

@@ -64,9 +64,10 @@ class WarehouseReader(Protocol):
         """The first row of ``sql``."""
         ...
 
-    def fit(self, width: int) -> None:
+    def fit(self, width: int, *, pipeline: bool = False) -> None:
         """Size the working memory and parallelism for the queries of one sync, which read
-        ``width`` columns (struct fields counted one by one)."""
+        ``width`` columns (struct fields counted one by one); ``pipeline`` when the next
+        query has no join or aggregate."""
         ...
 
     def register(self, name: str, sql: str) -> str:
