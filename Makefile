@@ -8,13 +8,14 @@ EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
 
-.PHONY: help venv demo test lint bench bench-10m bench-smoke clean
+.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
 	@echo "make test   - install everything and run the whole test suite"
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - the performance benchmark (not part of CI)"
+	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,7 +57,10 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run --rows 100000,1000000
 
 bench-10m: $(STAMP)
-	$(PY) -m benchmarks.run --rows 10000000 --objects user --repeat 1 --baseline-rows 2000 --out benchmarks/out/results-10m.json
+	$(PY) -m benchmarks.run --rows 10000000 --repeat 1 --baseline-rows 2000 --out benchmarks/out/results-10m.json
+
+bench-wide: $(STAMP)
+	$(PY) -m benchmarks.run --rows 100000,1000000 --objects wide --repeat 1 --baseline-rows 2000 --no-incremental --out benchmarks/out/results-wide.json
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from benchmarks.project import BenchProject
+from benchmarks.project import HEAP_OBJECT, BenchProject
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, resolve_columns
 from heap_dbt.engine import ARROW_BATCH_ROWS, SyncOptions, plan_specs
@@ -84,6 +84,7 @@ def duckdb_limit(project: BenchProject, plan: SyncPlan) -> DuckDBLimit:
     sample: list[bytes] = []
     started, cpu_started = time.perf_counter(), time.process_time()
     reader = DuckDBReader(project.database)
+    reader.fit(plan.query.width)  # sized for the model's width, as heap-dbt sizes its queries
     writer: pa.ipc.RecordBatchStreamWriter | None = None
     try:
         with pa.OSFile(os.devnull, "wb") as devnull:
@@ -118,7 +119,7 @@ class HttpLimit:
 
 def bulk_bodies(obj: str, sample: list[bytes], rows: int, *, app_id: str) -> Iterator[tuple[bytes, int]]:
     """(body, records) pairs carrying ``rows`` records in full requests built from ``sample``."""
-    prefix, suffix = heap.body_frame(obj, app_id)  # type: ignore[arg-type]  # obj is one of OBJECTS
+    prefix, suffix = heap.body_frame(HEAP_OBJECT[obj], app_id)  # type: ignore[arg-type]  # a Heap object
     per = min(heap.MAX_ITEMS_PER_REQUEST, len(sample))
     if per == 0:
         return
@@ -153,7 +154,7 @@ def http_limit(
     base_url: str, obj: str, sample: list[bytes], rows: int, *, concurrency: int, app_id: str
 ) -> HttpLimit:
     """POST ``rows`` records as same-size bulk bodies with plain aiohttp, ``concurrency`` in flight."""
-    path, _ = heap.ENDPOINTS[obj]
+    path, _ = heap.ENDPOINTS[HEAP_OBJECT[obj]]
     bodies = bulk_bodies(obj, sample, rows, app_id=app_id)
     started, cpu_started = time.perf_counter(), time.process_time()
     requests, size = asyncio.run(_ship(base_url + path, bodies, concurrency=concurrency))

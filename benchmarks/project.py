@@ -17,8 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-OBJECTS = ("user", "account", "event")
-MODELS = {"user": "bench_users", "account": "bench_accounts", "event": "bench_events"}
+OBJECTS = ("user", "account", "event")  # what `make bench` runs
+WIDE = "wide"  # a user model of 151 columns, for memory per column (`make bench-wide`)
+MODELS = {"user": "bench_users", "account": "bench_accounts", "event": "bench_events", WIDE: "bench_wide"}
+HEAP_OBJECT = {"user": "user", "account": "account", "event": "event", WIDE: "user"}
 DATABASE_FILE = "bench.duckdb"  # its stem is the catalog name in the manifest's relation names
 
 _DBT_PROJECT = """\
@@ -31,6 +33,7 @@ target-path: "target"
 vars:
   rows: 10000
   changed_pct: 0
+  wide_pairs: 75
 models:
   heap_bench:
     +materialized: table
@@ -106,6 +109,18 @@ select
 from range({{ var('rows') }}) as t(i)
 """
 
+# Wide users: every column a property, half strings (a seventh NULL), half integers.
+_WIDE_SQL = """\
+select
+    'user' || lpad(cast(i as varchar), 9, '0') || '@example.com' as email
+{%- for j in range(var('wide_pairs')) %},
+    case when i % 7 = {{ j % 7 }} then null else 'value ' || cast((i * {{ j + 1 }}) % 100003 as varchar) end
+        as s{{ j }},
+    (i * {{ j + 3 }}) % 1000003 as n{{ j }}
+{%- endfor %}
+from range({{ var('rows') }}) as t(i)
+"""
+
 _SCHEMA_YML = """\
 version: 2
 models:
@@ -140,6 +155,12 @@ models:
           event_name: Purchase
           timestamp: occurred_at
           fields: [product, quantity, amount_usd, discount, currency, coupon, is_first_purchase, tags]
+  - name: bench_wide
+    config:
+      meta:
+        heap:
+          object: user
+          key: email
 """
 
 
@@ -169,6 +190,7 @@ def write_project(root: Path) -> BenchProject:
     (models / "bench_users.sql").write_text(_USERS_SQL)
     (models / "bench_accounts.sql").write_text(_ACCOUNTS_SQL)
     (models / "bench_events.sql").write_text(_EVENTS_SQL)
+    (models / "bench_wide.sql").write_text(_WIDE_SQL)
     (models / "schema.yml").write_text(_SCHEMA_YML)
     return BenchProject(root=root.resolve(), database=database)
 
