@@ -96,6 +96,8 @@ def time_sync(
     stats = sink.stats()
     if run.returncode != 0:
         tail = "\n".join(run.stderr.splitlines()[-20:])
+        if results.exists():  # the sync's own account of what went wrong (--json keeps stderr quiet)
+            tail += "\n" + "\n".join(_excerpt(sync) for sync in json.loads(results.read_text())["syncs"])
         raise BenchmarkError(f"heap-dbt sync --select {model} exited {run.returncode}:\n{tail}")
     if not results.exists():
         raise BenchmarkError(f"heap-dbt sync --select {model} wrote no {results}.")
