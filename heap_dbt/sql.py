@@ -100,6 +100,20 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
         # A list of VARCHAR needs no per-element conversion (the lambda would cost 30% more).
         items = expr if element == "x" else f"list_transform({expr}, lambda x: {element})"
         text = f"array_to_string({items}, '||')"
+        # An element is a value too: NaN, infinity or an infinite date is rejected as it is alone.
+        if elem.kind == "float":
+            bad, what = "isnan(x) OR isinf(x)", "NaN or infinite"
+        elif elem.kind in ("date", "timestamp", "timestamptz"):
+            bad, what = "isinf(x)", "an infinite date"
+        else:
+            bad = what = ""
+        if bad:
+            reasons.append(
+                (
+                    f"list_bool_or(list_transform({expr}, lambda x: {bad}))",
+                    lit(f"property {label!r} holds {what}"),
+                )
+            )
     else:
         text = _scalar_text(expr, t) or f"CAST({expr} AS VARCHAR)"
     if t.kind in ("date", "timestamp", "timestamptz"):

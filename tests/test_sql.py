@@ -179,6 +179,7 @@ VALUES = [
     pytest.param("[1, 2, 3] AS v", "1||2||3", id="int-list"),
     pytest.param("[true, false] AS v", "true||false", id="bool-list"),
     pytest.param("[DATE '2024-01-01', DATE '2024-12-31'] AS v", "2024-01-01||2024-12-31", id="date-list"),
+    pytest.param("[1.5, NULL, -2.25::DOUBLE] AS v", "1.5||-2.25", id="double-list"),
     pytest.param("['a', NULL, 'b'] AS v", "a||b", id="list-skips-nulls"),
     pytest.param("['x|y', 'z\"'] AS v", 'x|y||z"', id="list-escaping"),
     pytest.param(
@@ -494,6 +495,24 @@ REJECTIONS = [
         "SELECT 'u1' AS id, 'infinity'::DATE AS v",
         "property 'v' is an infinite date",
         id="infinite-date",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, [1.5, 'nan'::DOUBLE] AS v",
+        "property 'v' holds NaN or infinite",
+        id="list-nan",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, [NULL, '-inf'::FLOAT] AS v",
+        "property 'v' holds NaN or infinite",
+        id="list-inf",
+    ),
+    pytest.param(
+        USER,
+        "SELECT 'u1' AS id, [DATE '2026-01-01', 'infinity'::DATE] AS v",
+        "property 'v' holds an infinite date",
+        id="list-infinite-date",
     ),
     pytest.param(
         USER,
