@@ -18,18 +18,20 @@ import aiohttp
 import pytest
 
 from heap_dbt.emulator import (
-    ACCOUNTS_PATH,
-    TRACK_PATH,
-    USERS_PATH,
     HeapEmulator,
-    PayloadRejectedError,
     RunningEmulator,
     SlidingWindow,
     main,
-    parse_request,
     run_in_thread,
     serve,
     summarize,
+)
+from heap_dbt.emulator_payloads import (
+    ACCOUNTS_PATH,
+    TRACK_PATH,
+    USERS_PATH,
+    PayloadRejectedError,
+    parse_request,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
