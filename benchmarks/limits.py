@@ -19,7 +19,8 @@ import aiohttp
 from benchmarks.project import HEAP_OBJECT, BenchProject
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, resolve_columns
-from heap_dbt.engine import ARROW_BATCH_ROWS, SyncOptions, plan_specs
+from heap_dbt.engine import ARROW_BATCH_ROWS
+from heap_dbt.plan import SyncOptions, plan_specs
 from heap_dbt.warehouse.duckdb import DuckDBReader
 
 

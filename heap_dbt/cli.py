@@ -132,7 +132,8 @@ def sync(
     debug: Debug = False,
 ) -> None:
     """Send the rows of every model with `meta.heap` to Heap."""
-    from heap_dbt.engine import SyncOptions, run_sync
+    from heap_dbt.engine import run_sync
+    from heap_dbt.plan import SyncOptions
 
     options = SyncOptions(
         project_dir=project_dir,
@@ -192,7 +193,7 @@ def list_syncs(
     debug: Debug = False,
 ) -> None:
     """List the syncs declared in the manifest (model, object, key, properties)."""
-    from heap_dbt.engine import SyncOptions, plan_specs
+    from heap_dbt.plan import SyncOptions, plan_specs
 
     options = SyncOptions(
         project_dir=project_dir, target_path=target_path, select=select, exclude=exclude, env=dict(os.environ)
@@ -249,7 +250,8 @@ def history(
     debug: Debug = False,
 ) -> None:
     """Show the last sync runs from the run log: when, what, and the counts."""
-    from heap_dbt.engine import SyncOptions, read_history
+    from heap_dbt.engine import read_history
+    from heap_dbt.plan import SyncOptions
 
     options = SyncOptions(
         project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,

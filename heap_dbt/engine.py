@@ -1,9 +1,10 @@
-"""The sync pipeline: plan (manifest, meta, columns), then per sync read -> frame -> send -> account.
+"""The sync pipeline: per planned sync (``heap_dbt.plan``), read -> frame -> send -> acknowledge -> account.
 
 The warehouse builds every record (``heap_dbt.sql``); this module streams those records as
-Arrow batches from a worker thread, cuts them into bulk requests, and keeps up to
-``concurrency`` requests in flight while the next batch is read. Every row read ends in
-exactly one count of its ``SyncResult``.
+Arrow batches from a worker thread, cuts them into bulk requests (``heap_dbt.bodies``), and
+keeps up to ``concurrency`` requests in flight while the next batch is read. Acknowledged
+rows go to the state (``heap_dbt.acks``). Every row read ends in exactly one count of its
+``SyncResult``.
 """
 
 from __future__ import annotations
@@ -16,253 +17,28 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from heap_dbt import heap, sql
-from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
+from heap_dbt.acks import Acker
+from heap_dbt.bodies import Chunk, request_bounds, take_sample
 from heap_dbt.errors import ConfigError, RetriableAPIError, StateError, WarehouseError
-from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_models
+from heap_dbt.manifest import load_run_results
+from heap_dbt.plan import NO_APP_ID, Prepared, SyncOptions, base_url, plan_specs, prepare
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
 from heap_dbt.report import RowIssue, SyncReport, SyncResult
 from heap_dbt.state import UNCOMPACTED, DuckDBState, rows_as_dicts
-from heap_dbt.warehouse import Column, MissingRelationError, WarehouseReader, open_reader
+from heap_dbt.warehouse import WarehouseReader, open_reader
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from heap_dbt.transport import Transport
 
-OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
-ACK_BATCH_ROWS = 122_880
-ACK_MAX_AGE = 1.0  # seconds
-NO_APP_ID = "<app_id>"
 ARROW_BATCH_ROWS = 10_000
-SAMPLE_RECORDS = 3
 ProgressFn = Callable[[str, int, int | None], None]
 """progress(sync label, rows just done, total rows or None)"""
-
-
-@dataclass(frozen=True, kw_only=True)
-class SyncOptions:
-    """Everything ``heap-dbt sync`` takes; the CLI fills it from flags and the environment."""
-
-    project_dir: Path | None = None
-    profiles_dir: Path | None = None
-    target: str | None = None
-    target_path: Path | None = None
-    select: list[str] | None = None
-    exclude: list[str] | None = None
-    app_id: str | None = None
-    region: str = "us"
-    base_url: str | None = None
-    concurrency: int = 8
-    batch_size: int = heap.MAX_ITEMS_PER_REQUEST
-    events_per_minute: int = 15_000
-    events_per_identity_per_minute: int = 1_000
-    max_attempts: int = 6
-    timeout: float = 30.0
-    dry_run: bool = False
-    full_refresh: bool = False
-    state_path: Path | None = None
-    """Keep the sync state in this local DuckDB file instead of the warehouse."""
-    state_schema: str = "heap_dbt"
-    memory_limit: str | None = None
-    """DuckDB's memory limit (default 64MB, or HEAP_DBT_MEMORY_LIMIT)."""
-    env: Mapping[str, str] = field(default_factory=dict)
-
-
-def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
-    """Read the manifest and the meta of the selected models; no warehouse access.
-
-    Returns the paths, the manifest, the specs that parsed, and every problem found.
-    """
-    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    manifest = load_manifest(paths.target_path / "manifest.json")
-    chosen = select_models(manifest, select=options.select, exclude=options.exclude)
-    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
-    problems: list[str] = []
-    specs = parse_specs(models, problems)
-    return paths, manifest, specs, problems
-
-
-def _resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:
-    return spec.app_id or options.app_id or options.env.get("HEAP_APP_ID") or None
-
-
-def base_url(options: SyncOptions) -> str:
-    if options.base_url:
-        return options.base_url
-    if options.env.get("HEAP_BASE_URL"):
-        return options.env["HEAP_BASE_URL"]
-    if options.region.lower() == "eu":
-        return heap.EU_BASE_URL
-    if options.region.lower() != "us":
-        raise ConfigError(f"Unknown --region {options.region!r}; use us or eu.")
-    return heap.US_BASE_URL
-
-
-@dataclass
-class _Prepared:
-    spec: SyncSpec
-    app_id: str
-    query: sql.RecordQuery
-    columns: list[Column] = field(default_factory=list)
-
-    def build(
-        self, *, previous: str | None, duplicates_table: str | None, identities: bool
-    ) -> sql.RecordQuery:
-        """The record query: only rows that differ from ``previous`` when given, with the
-        duplicate-key join only when the probe found a repeated key, and event identities
-        only for a rate limiter that counts them."""
-        return sql.record_query(
-            self.spec,
-            self.columns,
-            model_label=self.spec.label,
-            previous=previous,
-            duplicates=duplicates_table is not None,
-            duplicates_table=duplicates_table,
-            identities=identities,
-        )
-
-
-def _prepare(
-    specs: list[SyncSpec], reader: WarehouseReader, options: SyncOptions, problems: list[str]
-) -> list[_Prepared]:
-    """Check every spec against its table and build its query; collect all problems."""
-    prepared: list[_Prepared] = []
-    for spec in specs:
-        where = f"model {spec.model.name}, {spec.meta_path}"
-        app_id = _resolve_app_id(spec, options)
-        if app_id is None and not options.dry_run:
-            problems.append(
-                f"{where}: no Heap app_id; pass --app-id, set HEAP_APP_ID, or set app_id in the block."
-            )
-        assert spec.model.relation_name is not None  # parse_specs skips ephemeral models
-        try:
-            columns = reader.columns(spec.model.relation_name)
-        except MissingRelationError:
-            problems.append(
-                f"{where}: the table {spec.model.relation_name} does not exist; run `dbt run` "
-                f"(or `dbt build`) for {spec.model.name} first."
-            )
-            continue
-        found = len(problems)
-        resolved = resolve_columns(spec, [c.name for c in columns], problems)
-        types = {c.name: c.type for c in columns}
-        if resolved.timestamp and resolved.timestamp in types:
-            kind = types[resolved.timestamp].kind
-            if kind not in ("timestamp", "timestamptz", "date"):
-                problems.append(
-                    f"{where}.timestamp: column {resolved.timestamp!r} is {types[resolved.timestamp].sql}; "
-                    "cast it to a TIMESTAMP in the model."
-                )
-        if len(problems) > found:
-            continue
-        query = sql.record_query(resolved, columns, model_label=spec.label)
-        prepared.append(_Prepared(resolved, app_id or NO_APP_ID, query, columns))
-    prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
-    return prepared
-
-
-@dataclass
-class _Chunk:
-    """Up to one request's worth of valid records, with their keys."""
-
-    records: pa.Array
-    keys: pa.Array
-    identities: pa.Array | None
-    acks: pa.RecordBatch | None = None
-    """What the state records once Heap acknowledges these rows (k1, k2, hash)."""
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def slice(self, start: int, length: int | None = None) -> _Chunk:
-        def cut(a: pa.Array | None) -> pa.Array | None:
-            return None if a is None else a.slice(start, length)
-
-        acks = None if self.acks is None else self.acks.slice(start, length)
-        return _Chunk(
-            self.records.slice(start, length), self.keys.slice(start, length), cut(self.identities), acks
-        )
-
-    def filter(self, mask: pa.Array) -> _Chunk:
-        def keep(a: pa.Array | None) -> pa.Array | None:
-            return None if a is None else a.filter(mask)
-
-        acks = None if self.acks is None else self.acks.filter(mask)
-        return _Chunk(self.records.filter(mask), self.keys.filter(mask), keep(self.identities), acks)
-
-    def split(self) -> tuple[_Chunk, _Chunk]:
-        mid = len(self) // 2
-        return self.slice(0, mid), self.slice(mid)
-
-    def joined(self) -> memoryview:
-        """The records joined by commas: a view of the Arrow buffer, nothing copied.
-
-        Every record already ends with ``sql.SEPARATOR``; only the last one is cut off.
-        """
-        offsets, base, data = _string_buffers(self.records)
-        end = offsets[base + len(self.records)] - len(sql.SEPARATOR)
-        return data[offsets[base] : end]
-
-    def identity_counts(self) -> dict[str, int]:
-        import pyarrow.compute as pc
-
-        if self.identities is None:
-            return {}
-        counts = pc.value_counts(self.identities).to_pylist()
-        return {c["values"]: c["counts"] for c in counts}
-
-
-def _string_buffers(records: pa.Array) -> tuple[memoryview, int, memoryview]:
-    """A string array's value offsets, the index of its first value in them, and its bytes."""
-    if str(records.type) not in ("string", "large_string"):
-        import pyarrow as pa
-
-        records = records.cast(pa.large_string())
-    _, offsets, data = records.buffers()
-    view = memoryview(offsets)
-    values = memoryview(data) if data is not None else memoryview(b"")
-    return view.cast("i") if str(records.type) == "string" else view.cast("q"), records.offset, values
-
-
-def request_bounds(records: pa.Array, *, max_items: int, max_bytes: int) -> Iterator[tuple[int, int]]:
-    """Cut ``records`` (each ending with SEPARATOR) into [start, end) runs within both limits.
-
-    Full runs of ``max_items`` when they fit in ``max_bytes``, which they do unless the
-    records are large; else by each record's size (``cut_chunks``).
-    """
-    n = len(records)
-    offsets, base, _ = _string_buffers(records)
-    by_count = [(i, min(i + max_items, n)) for i in range(0, n, max_items)]
-    if all(offsets[base + end] - offsets[base + start] <= max_bytes for start, end in by_count):
-        return iter(by_count)
-    sep = len(sql.SEPARATOR)
-    lengths = [offsets[base + i + 1] - offsets[base + i] - sep for i in range(n)]
-    return cut_chunks(lengths, max_items=max_items, max_bytes=max_bytes)
-
-
-def cut_chunks(lengths: list[int], *, max_items: int, max_bytes: int) -> Iterator[tuple[int, int]]:
-    """Cut records of the given byte ``lengths`` into [start, end) runs within both limits.
-
-    A record larger than ``max_bytes`` goes alone; Heap then decides (413 splits it out).
-    """
-    start = 0
-    size = 0
-    for i, n in enumerate(lengths):
-        if i > start and (i - start >= max_items or size + n + 1 > max_bytes):
-            yield start, i
-            start, size = i, 0
-        size += n + 1
-    if start < len(lengths):
-        yield start, len(lengths)
 
 
 class _SyncRun:
@@ -270,7 +46,7 @@ class _SyncRun:
 
     def __init__(
         self,
-        prepared: _Prepared,
+        prepared: Prepared,
         result: SyncResult,
         *,
         transport: Transport | None,
@@ -298,11 +74,11 @@ class _SyncRun:
         """Streamed rows whose key Heap already had (changed or now rejected)."""
         self.abort = abort
 
-    def _fail(self, chunk: _Chunk, reason: str) -> None:
+    def _fail(self, chunk: Chunk, reason: str) -> None:
         self.result.failed += len(chunk)
         self.result.failures += [RowIssue(k, reason) for k in chunk.keys.to_pylist()]
 
-    async def send(self, chunk: _Chunk) -> None:
+    async def send(self, chunk: Chunk) -> None:
         """Deliver ``chunk``: retry what may pass later, bisect what Heap refuses."""
         attempt = 0
         body = b"".join((self.prefix, chunk.joined(), self.suffix))
@@ -349,92 +125,15 @@ class _SyncRun:
             self.result.retries += 1
             await self.clock.sleep(self.policy.delay(attempt, retry_after=retry_after, rng=self.rng))
 
-    async def send_in_slot(self, chunk: _Chunk) -> None:
+    async def send_in_slot(self, chunk: Chunk) -> None:
         try:
             await self.send(chunk)
         finally:
             self.slots.release()
 
 
-def _take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
-    _, array = heap.ENDPOINTS[obj]
-    sep = len(sql.SEPARATOR)
-    items = [msgspec.json.decode(r[:-sep]) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
-    shown = app_id if app_id == NO_APP_ID else heap.mask_app_id(app_id)
-    return [{"app_id": shown, array: items}]
-
-
-class Acker:
-    """Writes acknowledged rows to the state in batches, never before Heap's 2xx."""
-
-    def __init__(
-        self,
-        state: DuckDBState,
-        sync_id: str,
-        run_id: int,
-        *,
-        batch_rows: int = ACK_BATCH_ROWS,
-        max_age: float = ACK_MAX_AGE,
-    ) -> None:
-        self._state = state
-        self._sync_id = sync_id
-        self._run_id = run_id
-        self._batch_rows = batch_rows
-        self._max_age = max_age
-        self._last_flush = time.monotonic()
-        self._pending: list[pa.RecordBatch] = []
-        self._pending_rows = 0
-        self._lock = asyncio.Lock()
-        self._tasks: list[asyncio.Future[None]] = []
-
-    def add(self, acks: pa.RecordBatch) -> None:
-        import pyarrow as pa
-
-        # Copy the three columns: a slice would keep the whole Arrow batch it came from
-        # (records included) alive until the flush, tens of MB per flush.
-        acks = pa.RecordBatch.from_arrays(
-            [pa.concat_arrays([c]) for c in acks.columns], names=acks.schema.names
-        )
-        self._pending.append(acks)
-        self._pending_rows += acks.num_rows
-        # Flush by size, and by age so that a crash costs at most ~a second of resends.
-        if self._pending_rows >= self._batch_rows or time.monotonic() - self._last_flush >= self._max_age:
-            self._tasks.append(asyncio.ensure_future(self._write(self._take())))
-
-    def _take(self) -> list[pa.RecordBatch]:
-        """Hand over what is pending: the adds that follow start a new batch."""
-        batches, self._pending, self._pending_rows = self._pending, [], 0
-        self._last_flush = time.monotonic()
-        return batches
-
-    async def _write(self, batches: list[pa.RecordBatch]) -> None:
-        """Write ``batches``; the writes run one at a time, in the order taken."""
-        import pyarrow as pa
-
-        if not batches:
-            return
-        table = pa.Table.from_batches(batches).rename_columns(["k1", "k2", "hash"])
-        async with self._lock:
-            await asyncio.to_thread(self._state.acknowledge, self._sync_id, self._run_id, table)
-
-    async def flush(self) -> None:
-        """Write what is pending now."""
-        await self._write(self._take())
-
-    async def close(self) -> None:
-        """Write what is pending; raise StateError if any write failed (the rows stay unrecorded)."""
-        tasks, self._tasks = self._tasks, []
-        outcomes = await asyncio.gather(*tasks, self.flush(), return_exceptions=True)
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures:
-            raise StateError(
-                f"Heap acknowledged rows that could not be recorded in the sync state ({failures[0]}); "
-                "the next run sends them again."
-            ) from failures[0]
-
-
 async def _stream(
-    prepared: _Prepared,
+    prepared: Prepared,
     query: sql.RecordQuery,
     reader: WarehouseReader,
     run: _SyncRun,
@@ -464,7 +163,7 @@ async def _stream(
             n = batch.num_rows
             streamed += n
             reasons = batch.column(sql.REASON)
-            rows = _Chunk(
+            rows = Chunk(
                 batch.column(sql.RECORD),
                 batch.column(sql.KEY),
                 batch.column(sql.IDENTITY) if query.has_identity else None,
@@ -494,7 +193,7 @@ async def _stream(
             if dry_run:
                 result.would_send += len(rows)
                 if not result.sample and len(rows):
-                    result.sample = _take_sample(rows.records, prepared.app_id, spec.object)
+                    result.sample = take_sample(rows.records, prepared.app_id, spec.object)
             elif len(rows):
                 bounds = request_bounds(rows.records, max_items=limit, max_bytes=heap.MAX_BODY_BYTES)
                 for start, end in bounds:
@@ -528,7 +227,7 @@ def _import_in_background(module: str) -> None:
 
 
 async def _run_one(
-    prepared: _Prepared,
+    prepared: Prepared,
     reader: WarehouseReader,
     run: _SyncRun,
     *,
@@ -638,7 +337,7 @@ async def _run_one(
 
 
 async def _run_async(
-    plan: list[_Prepared],
+    plan: list[Prepared],
     reader: WarehouseReader,
     report: SyncReport,
     options: SyncOptions,
@@ -707,7 +406,7 @@ def run_sync(
         memory_limit=options.memory_limit or options.env.get("HEAP_DBT_MEMORY_LIMIT"),
     )
     try:
-        plan = _prepare(specs, reader, options, problems)
+        plan = prepare(specs, reader, options, problems)
         if problems:
             raise ConfigError(
                 f"The Heap sync configuration has {len(problems)} problem"

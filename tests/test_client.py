@@ -22,10 +22,12 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from heap_dbt import heap, sql
+from heap_dbt.bodies import Chunk
 from heap_dbt.config import SyncSpec
-from heap_dbt.engine import SyncOptions, _Chunk, _Prepared, _SyncRun
+from heap_dbt.engine import _SyncRun
 from heap_dbt.errors import RetriableAPIError
 from heap_dbt.manifest import ModelNode
+from heap_dbt.plan import Prepared, SyncOptions
 from heap_dbt.ratelimit import EventRateLimiter
 from heap_dbt.report import SyncResult
 from heap_dbt.transport import AiohttpTransport, Transport
@@ -64,7 +66,7 @@ def make_run(
         identity="who" if obj == "event" else None,
         event_name="Signup" if obj == "event" else None,
     )
-    prepared = _Prepared(
+    prepared = Prepared(
         spec,
         APP_ID,
         sql.RecordQuery(
@@ -105,9 +107,9 @@ def record(i: int) -> dict[str, Any]:
     return {"identity": f"u{i}", "properties": {"n": i, "text": f'say "{i}"'}}
 
 
-def chunk(n: int, *, start: int = 0, identities: list[str] | None = None) -> _Chunk:
+def chunk(n: int, *, start: int = 0, identities: list[str] | None = None) -> Chunk:
     records = [record(i) for i in range(start, start + n)]
-    return _Chunk(
+    return Chunk(
         pa.array([json.dumps(r) + sql.SEPARATOR for r in records], pa.string()),  # as the SQL makes them
         pa.array([r["identity"] for r in records], pa.string()),
         pa.array(identities, pa.string()) if identities is not None else None,

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from heap_dbt import heap, sql
-from heap_dbt.engine import _Chunk, cut_chunks, request_bounds
+from heap_dbt.bodies import Chunk, cut_chunks, request_bounds
 from heap_dbt.heap import Outcome, RetryPolicy, body_frame, classify, mask_app_id, parse_retry_after
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -236,7 +236,7 @@ def test_bodies_from_buffer_slices_are_the_records_in_order_within_limits(
     prefix, suffix = body_frame("user", "1")
     for start, end in bounds:
         assert 0 < end - start <= max_items
-        body = b"".join((prefix, _Chunk(array, keys, None).slice(start, end - start).joined(), suffix))
+        body = b"".join((prefix, Chunk(array, keys, None).slice(start, end - start).joined(), suffix))
         assert json.loads(body)["users"] == [json.loads(r) for r in records[start:end]]
         if end - start > 1:
             assert len(body) - len(prefix) - len(suffix) <= max_bytes

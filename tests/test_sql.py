@@ -18,8 +18,8 @@ import pytest
 
 from heap_dbt import sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
-from heap_dbt.engine import SyncOptions, _prepare
 from heap_dbt.manifest import ModelNode
+from heap_dbt.plan import SyncOptions, prepare
 from heap_dbt.warehouse.duckdb import DuckDBReader
 
 USER = {"object": "user", "key": "id"}
@@ -392,7 +392,7 @@ def test_two_event_blocks_of_one_model_get_distinct_idempotency_keys(wh: Warehou
     problems: list[str] = []
     specs = parse_specs([wh.model("t", blocks)], problems)
     reader = wh.reader()
-    plan = _prepare(specs, reader, SyncOptions(app_id="1"), problems)
+    plan = prepare(specs, reader, SyncOptions(app_id="1"), problems)
     assert problems == []
     (signup,), (activated,) = (run(reader, p.query) for p in plan)
     assert {signup.record["event"], activated.record["event"]} == {"Signup", "Activated"}
