@@ -13,18 +13,20 @@ import asyncio
 import contextlib
 import datetime as dt
 import importlib
+import itertools
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from heap_dbt import heap, sql
 from heap_dbt.acks import Acker
 from heap_dbt.bodies import Chunk, request_bounds, take_sample
-from heap_dbt.errors import ConfigError, RetriableAPIError, StateError, WarehouseError
+from heap_dbt.errors import ConfigError, OutOfMemoryError, RetriableAPIError, StateError, WarehouseError
 from heap_dbt.manifest import load_run_results
 from heap_dbt.plan import NO_APP_ID, Prepared, SyncOptions, base_url, plan_specs, prepare
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
@@ -71,6 +73,8 @@ class _SyncRun:
         self.acker = acker
         self.batch_size = options.batch_size
         self.known_streamed = 0
+        self.batches = 0
+        self.notes: list[str] = []
         """Streamed rows whose key Heap already had (changed or now rejected)."""
         self.abort = abort
 
@@ -162,6 +166,7 @@ async def _stream(
             pending = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
             n = batch.num_rows
             streamed += n
+            run.batches += 1
             reasons = batch.column(sql.REASON)
             rows = Chunk(
                 batch.column(sql.RECORD),
@@ -226,6 +231,84 @@ def _import_in_background(module: str) -> None:
     threading.Thread(target=load, name=f"import {module}", daemon=True).start()
 
 
+@dataclass
+class _Read:
+    """What the read phase of one sync learnt, for the bookkeeping after it."""
+
+    fingerprint: str
+    skipped: bool = False
+    previous: str | None = None
+    known_keys: int = 0
+    repeated: int = 0
+
+
+async def _read_and_send(
+    prepared: Prepared,
+    reader: WarehouseReader,
+    run: _SyncRun,
+    *,
+    state: DuckDBState | None,
+    options: SyncOptions,
+    progress: ProgressFn | None,
+    sync_id: str,
+    run_id: int,
+    lean: bool,
+) -> _Read:
+    """Probe the model, then (unless it is unchanged) diff it against the state and send it,
+    all on one snapshot of the warehouse. ``lean``: lower DuckDB's memory for a plain stream."""
+    result = run.result
+    writing = state is not None and not options.dry_run
+    with reader.snapshot():
+        known = state is not None and state.exists and not options.full_refresh
+        stored = state.fingerprint(sync_id) if known and state is not None else None
+        repeated: int | None = None
+        if stored is None:  # nothing to compare with: one scan for the fingerprint and the keys
+            if not options.dry_run:
+                _import_in_background("aiohttp")  # 0.1 s, hidden behind the DuckDB work
+            probe = reader.fetch_one(prepared.query.probe_duplicates_sql)
+            repeated = int(probe[2])
+        else:
+            probe = reader.fetch_one(prepared.query.probe_sql)
+        total = int(probe[0])
+        read = _Read(prepared.query.fingerprint(probe))
+        if stored is not None and stored == read.fingerprint:
+            # The model is exactly as it was when Heap acknowledged every row of it.
+            result.read = result.unchanged = total
+            result.skipped_unchanged = read.skipped = True
+            return read
+        if writing:
+            assert state is not None
+            state.set_fingerprint(sync_id, None, run_id=run_id)
+        if state is not None and state.exists and options.full_refresh:
+            result.removed += state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
+            if writing:
+                state.forget(sync_id)
+        if known and state is not None:
+            if writing:
+                state.recover(sync_id, before=run_id)
+            compact = writing or not state.interrupted(sync_id)
+            read.known_keys = state.count_keys(sync_id, before=run_id if writing else None)
+            if read.known_keys:  # else Heap holds nothing of this sync yet: every row is new, no join
+                read.previous = state.latest_sql(sync_id, compact=compact)
+        if repeated is None:
+            if not options.dry_run:
+                _import_in_background("aiohttp")
+            repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
+        read.repeated = repeated
+        dup_table = None
+        if repeated > 0:  # rare: list the repeated keys once, then join that small table
+            dup_table = reader.register("heap_dbt_dup_keys", prepared.query.duplicate_keys_sql)
+        query = prepared.build(
+            previous=read.previous, duplicates_table=dup_table, identities=run.limiter is not None
+        )
+        if lean and read.previous is None and dup_table is None:
+            reader.fit(query.width, pipeline=True)
+        streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
+        result.read = total
+        result.unchanged = total - streamed
+    return read
+
+
 async def _run_one(
     prepared: Prepared,
     reader: WarehouseReader,
@@ -251,64 +334,32 @@ async def _run_one(
     outcome = "error"
     try:
         reader.fit(prepared.query.width)
-        with reader.snapshot():
-            known = state is not None and state.exists and not options.full_refresh
-            stored = state.fingerprint(sync_id) if known and state is not None else None
-            repeated: int | None = None
-            if stored is None:  # nothing to compare with: one scan for the fingerprint and the keys
-                if not options.dry_run:
-                    _import_in_background("aiohttp")  # 0.1 s, hidden behind the DuckDB work
-                probe = reader.fetch_one(prepared.query.probe_duplicates_sql)
-                repeated = int(probe[2])
-            else:
-                probe = reader.fetch_one(prepared.query.probe_sql)
-            total = int(probe[0])
-            fingerprint = prepared.query.fingerprint(probe)
-            if stored is not None and stored == fingerprint:
-                # The model is exactly as it was when Heap acknowledged every row of it.
-                result.read = result.unchanged = total
-                result.skipped_unchanged = True
-                outcome = "success"
-                return
-            if writing:
-                assert state is not None
-                state.set_fingerprint(sync_id, None, run_id=run_id)
-            if state is not None and state.exists and options.full_refresh:
-                result.removed = state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
-                if writing:
-                    state.forget(sync_id)
-            previous = None
-            known_keys = 0
-            if known and state is not None:
-                if writing:
-                    state.recover(sync_id, before=run_id)
-                compact = writing or not state.interrupted(sync_id)
-                previous = state.latest_sql(sync_id, compact=compact)
-                known_keys = state.count_keys(sync_id, before=run_id if writing else None)
-                if known_keys == 0:  # Heap holds nothing of this sync yet: every row is new, no join
-                    previous = None
-            if repeated is None:
-                if not options.dry_run:
-                    _import_in_background("aiohttp")
-                repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
-            dup_table = None
-            if repeated > 0:  # rare: list the repeated keys once, then join that small table
-                dup_table = reader.register("heap_dbt_dup_keys", prepared.query.duplicate_keys_sql)
-            query = prepared.build(
-                previous=previous, duplicates_table=dup_table, identities=run.limiter is not None
-            )
-            if previous is None and dup_table is None:
-                reader.fit(query.width, pipeline=True)
-            streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
-            result.read = total
-            result.unchanged = total - streamed
+        for attempt in itertools.count():
+            try:
+                read = await _read_and_send(
+                    prepared, reader, run, state=state, options=options, progress=progress,
+                    sync_id=sync_id, run_id=run_id, lean=attempt == 0,
+                )  # fmt: skip
+                break
+            except OutOfMemoryError:
+                # DuckDB aborted the snapshot. Before the first batch nothing was sent or
+                # counted, so the sync can start over with more memory.
+                if run.batches or (grown := reader.grow()) is None:
+                    raise
+                run.notes.append(
+                    f"{spec.model.name}: DuckDB ran out of memory; heap-dbt started the sync again with "
+                    f"{grown}. Pass --memory-limit {grown} (or more) to start there."
+                )
+        if read.skipped:
+            outcome = "success"
+            return
         if run.acker is not None:
             await run.acker.close()
-        if previous is not None and state is not None:
+        if read.previous is not None and state is not None:
             # Without repeated keys, every key Heap holds that is still in the model was either
             # unchanged or streamed as known; fewer than that means keys left the model.
-            missing = known_keys - (result.unchanged + run.known_streamed)
-            if missing > 0 or repeated > 0:
+            missing = read.known_keys - (result.unchanged + run.known_streamed)
+            if missing > 0 or read.repeated > 0:
                 result.removed = state.remove_missing(
                     sync_id, prepared.query.keys_sql, apply=writing, before_run=run_id if writing else None
                 )
@@ -316,7 +367,7 @@ async def _run_one(
             assert state is not None
             state.compact(sync_id, run_id=run_id)
             if result.ok:
-                state.set_fingerprint(sync_id, fingerprint, run_id=run_id)
+                state.set_fingerprint(sync_id, read.fingerprint, run_id=run_id)
         outcome = "success" if result.ok else "partial"
     except (WarehouseError, StateError) as exc:
         result.error = str(exc)
@@ -369,6 +420,7 @@ async def _run_async(
         )  # fmt: skip
         started = time.perf_counter()
         await _run_one(prepared, reader, run, state=state, options=options, progress=progress)
+        report.warnings += run.notes
         result.seconds = time.perf_counter() - started
 
 

@@ -4,6 +4,7 @@
     ├── ConfigError               bad meta, flag, profile or environment      -> exit 2
     ├── ManifestError             manifest.json missing, unreadable or too new -> exit 2
     ├── WarehouseError            the warehouse could not be opened or read    -> exit 2
+    │   └── OutOfMemoryError      DuckDB needed more memory: a sync that sent nothing is retried
     ├── StateError                sync state corrupt, too new, or locked       -> exit 2
     └── HeapAPIError              Heap answered in a way that stops a request
         ├── RetriableAPIError     429, 5xx, connection error, timeout: retried
@@ -45,6 +46,10 @@ class ManifestError(HeapDbtError):
 
 class WarehouseError(HeapDbtError):
     """Raised when the warehouse cannot be opened or a model cannot be read."""
+
+
+class OutOfMemoryError(WarehouseError):
+    """Raised when DuckDB ran out of the memory heap-dbt gave it (it aborts the transaction)."""
 
 
 class StateError(HeapDbtError):

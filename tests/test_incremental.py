@@ -384,3 +384,30 @@ def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
         keys = con.execute("SELECT count(*), count(DISTINCT (k1, k2)) FROM heap_dbt.sync_state").fetchall()
     assert [o for (o,) in outcomes] == ["error", "success"]
     assert keys == [(100, 100)]  # one row per key: the failed run compacted what it recorded
+
+
+def test_out_of_memory_before_anything_is_sent_starts_the_sync_again_with_more(
+    inc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB's memory need is not smooth: a sync that runs out before its first batch starts over."""
+    from heap_dbt import engine
+    from heap_dbt.warehouse import duckdb as warehouse_duckdb
+
+    rebuild(inc, n=300_000)
+    # A limit far too small for counting 300,000 distinct keys (that needs about 16 MB).
+    monkeypatch.setattr(warehouse_duckdb, "DEFAULT_MEMORY_LIMIT", "6MB")
+    monkeypatch.setattr(warehouse_duckdb, "SCAN_MEMORY_BASE", 0)
+    monkeypatch.setattr(warehouse_duckdb, "SCAN_MEMORY_PER_COLUMN", 1)
+    options = engine.SyncOptions(project_dir=inc, select=["inc_users"], dry_run=True, env=clean_env())
+
+    report = engine.run_sync(options)
+
+    (users,) = report.syncs
+    assert users.error is None
+    assert (users.read, users.would_send, users.rejected) == (300_000, 300_000, 0)
+    assert any("DuckDB ran out of memory" in w and "--memory-limit" in w for w in report.warnings)
+
+    monkeypatch.setattr(warehouse_duckdb, "MAX_GROWTH", 1)  # no room to grow: the error is reported
+    (users,) = engine.run_sync(options).syncs
+    assert users.error is not None and "Out of Memory" in users.error
+    assert users.read == users.would_send == 0

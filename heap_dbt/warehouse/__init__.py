@@ -70,6 +70,10 @@ class WarehouseReader(Protocol):
         query has no join or aggregate."""
         ...
 
+    def grow(self) -> str | None:
+        """After Out of Memory: more memory for the next queries; the new limit, or None."""
+        ...
+
     def register(self, name: str, sql: str) -> str:
         """Keep the (small) result of ``sql`` as a table the next queries can join; its name."""
         ...

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heap_dbt.errors import StateError, WarehouseError
+from heap_dbt.errors import OutOfMemoryError, StateError, WarehouseError
 from heap_dbt.warehouse import Column, ColumnType, MissingRelationError
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ SCAN_MEMORY_PER_COLUMN = 1 * MB
 SCAN_MEMORY_BASE = 32 * MB  # what a query needs besides its scan (joins and aggregates spill)
 PIPELINE_MEMORY_BASE = 16 * MB  # the same for a scan-and-project stream, and the state's inserts
 WIDE_SCAN_BUDGET = 256 * MB  # beyond this, a wide model gets fewer threads rather than more memory
+MAX_GROWTH = 4  # after Out of Memory, a sync may get up to this many times the limit fit() gave it
 
 _UNITS = {
     "bytes": 1, "b": 1, "kib": 1024, "mib": MB, "gib": 1024 * MB, "tib": 1024**2 * MB,
@@ -51,7 +52,7 @@ def _query_error(exc: Exception) -> WarehouseError:
     if "Out of Memory" in text:
         # DuckDB's own advice (threads, insertion order) is about settings heap-dbt already picks.
         first = text.strip().splitlines()[0]
-        return WarehouseError(
+        return OutOfMemoryError(
             f"The warehouse query failed: {first} DuckDB ran out of the memory heap-dbt allows it; "
             "raise it with --memory-limit (e.g. 512MB) or HEAP_DBT_MEMORY_LIMIT."
         )
@@ -152,7 +153,7 @@ class DuckDBReader:
             self._con.execute(f"ATTACH {_literal(str(path))} AS {_quote(self.alias)}{mode}")
             self._con.execute(f"USE {_quote(self.alias)}")
             self.cores = int(self._setting("threads"))
-            self._base_limit = size_bytes(self._setting("memory_limit"))
+            self._base_limit = self._fitted = size_bytes(self._setting("memory_limit"))
             for entry in attach or []:
                 self._attach(entry)
         except duckdb.Error as exc:
@@ -234,12 +235,34 @@ class DuckDBReader:
             limit = max(self._base_limit, SCAN_MEMORY_BASE + need * threads)
             if pipeline:
                 limit = min(limit, PIPELINE_MEMORY_BASE + need * threads + self._cached_table_bytes())
+        if not pipeline:
+            self._fitted = limit
         try:
             self._con.execute(f"SET threads = {threads}")
             self._con.execute(f"SET memory_limit = '{limit}B'")
         except duckdb.Error as exc:
             if not pipeline:  # a pipeline runs as well under the larger limit it keeps
                 raise _query_error(exc) from exc
+
+    def grow(self) -> str | None:
+        """After Out of Memory, double the limit for the next queries of this sync, up to
+        MAX_GROWTH times what fit() gave; the new limit, or None if the user fixed the limit
+        or it cannot grow further.
+
+        DuckDB's need is not smooth: the same 10M-row diff passes at 64 MB nine times in ten
+        and fails the tenth, and a count of distinct keys that passes at 61 MB fails at 68 MB.
+        """
+        import duckdb
+
+        current = size_bytes(self._setting("memory_limit"))
+        grown = 2 * current
+        if self.memory_fixed or grown > MAX_GROWTH * self._fitted:
+            return None
+        try:
+            self._con.execute(f"SET memory_limit = '{grown}B'")
+        except duckdb.Error as exc:
+            raise _query_error(exc) from exc
+        return f"{grown // MB}MiB"
 
     def _cached_table_bytes(self) -> int:
         return int(
