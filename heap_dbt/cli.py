@@ -126,7 +126,10 @@ def sync(
     state_schema: StateSchema = "heap_dbt",
     memory_limit: Annotated[
         str | None,
-        typer.Option(help="DuckDB memory limit, e.g. 256MB (default: HEAP_DBT_MEMORY_LIMIT, else 64MB)."),
+        typer.Option(
+            help="DuckDB memory limit, e.g. 256MB; kept as given (default: HEAP_DBT_MEMORY_LIMIT, else "
+            "64MB, more for wide models and after Out of Memory)."
+        ),
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
     debug: Debug = False,

@@ -46,7 +46,7 @@ class SyncOptions:
     """Keep the sync state in this local DuckDB file instead of the warehouse."""
     state_schema: str = "heap_dbt"
     memory_limit: str | None = None
-    """DuckDB's memory limit (default 64MB, or HEAP_DBT_MEMORY_LIMIT)."""
+    """DuckDB's memory limit, kept as given; None: HEAP_DBT_MEMORY_LIMIT, else sized per sync."""
     env: Mapping[str, str] = field(default_factory=dict)
 
 
