@@ -73,9 +73,11 @@ class _SyncRun:
         self.acker = acker
         self.batch_size = options.batch_size
         self.known_streamed = 0
-        self.batches = 0
-        self.notes: list[str] = []
         """Streamed rows whose key Heap already had (changed or now rejected)."""
+        self.batches = 0
+        """Batches read: before the first one, nothing was sent or counted."""
+        self.notes: list[str] = []
+        """Warnings for the report."""
         self.abort = abort
 
     def _fail(self, chunk: Chunk, reason: str) -> None:
