@@ -441,10 +441,10 @@ def run_sync(
     report = SyncReport(
         dry_run=options.dry_run, full_refresh=options.full_refresh, started_at=dt.datetime.now(dt.UTC)
     )
+    url = base_url(options)  # a plain http URL to another host is refused before anything is read
     paths, manifest, specs, problems = plan_specs(options)
     run_results = load_run_results(paths.target_path / "run_results.json")
     run_args = run_results.args if run_results else {}
-    url = base_url(options)
     if not specs and not problems:
         report.finished_at = dt.datetime.now(dt.UTC)
         report.write(paths.target_path)
