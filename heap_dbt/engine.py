@@ -63,6 +63,7 @@ class _SyncRun:
         self.spec = prepared.spec
         self.result = result
         self.path, _ = heap.ENDPOINTS[self.spec.object]
+        self.app_id = prepared.app_id
         self.prefix, self.suffix = heap.body_frame(self.spec.object, prepared.app_id)
         self.transport = transport
         self.slots = slots
@@ -104,7 +105,8 @@ class _SyncRun:
             else:
                 self.result.requests += 1
                 outcome = heap.classify(response.status)
-                reason = f"HTTP {response.status}: {heap.error_excerpt(response.text) or 'no message'}"
+                excerpt = heap.error_excerpt(response.text, secret=self.app_id)  # may echo the body
+                reason = f"HTTP {response.status}: {excerpt or 'no message'}"
                 retry_after = heap.parse_retry_after(response.retry_after, now=time.time())
             if outcome is heap.Outcome.DELIVERED:
                 self.result.sent += len(chunk)
