@@ -53,7 +53,10 @@ StateSchema = Annotated[str, typer.Option(help="Schema of the sync state and run
 
 def _fail(exc: BaseException, *, debug: bool) -> None:
     if debug:
-        raise exc
+        import traceback
+
+        # The plain traceback has no locals (they can hold the app_id); the exit code stays dbt's.
+        traceback.print_exception(exc)
     if isinstance(exc, HeapDbtError):
         typer.echo(f"Error: {exc}", err=True)
     else:
