@@ -161,10 +161,13 @@ class DuckDBReader:
             raise _open_error(path, exc) from exc
         if state_path is not None and (writable or state_path.exists()):
             try:
+                created = writable and not state_path.exists()
                 if writable:
-                    state_path.parent.mkdir(parents=True, exist_ok=True)
+                    state_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 mode = "" if writable else " (READ_ONLY)"
                 self._con.execute(f"ATTACH {_literal(str(state_path))} AS {self.STATE_ALIAS}{mode}")
+                if created:  # it will hold the hashed keys and the run log: the owner's only
+                    state_path.chmod(0o600)
                 self.state_attached = True
             except (duckdb.Error, OSError) as exc:
                 self.close()
