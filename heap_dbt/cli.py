@@ -138,6 +138,9 @@ def sync(
     debug: Debug = False,
 ) -> None:
     """Send the rows of every model with `meta.heap` to Heap."""
+    # What heap-dbt creates holds row keys (the results file, a --state-path file and the
+    # .wal DuckDB keeps beside it while it writes): readable by the owner only.
+    os.umask(0o077)
     from heap_dbt.engine import run_sync
     from heap_dbt.plan import SyncOptions
 
