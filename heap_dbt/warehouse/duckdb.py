@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heap_dbt.errors import OutOfMemoryError, StateError, WarehouseError
+from heap_dbt.errors import ConfigError, OutOfMemoryError, StateError, WarehouseError
 from heap_dbt.warehouse import Column, ColumnType, MissingRelationError
 
 if TYPE_CHECKING:
@@ -149,6 +149,15 @@ class DuckDBReader:
                     **({"threads": threads} if threads else {}),
                 },
             )
+        except duckdb.Error as exc:
+            self._tmp.cleanup()
+            if memory_limit is None:
+                raise _open_error(path, exc) from exc
+            raise ConfigError(  # the setting, not the file: without this the message names the file
+                f"--memory-limit (or HEAP_DBT_MEMORY_LIMIT) {memory_limit!r} is not a memory size "
+                f"DuckDB reads ({exc}); write it like 256MB or 1GB."
+            ) from exc
+        try:
             mode = "" if writable and state_path is None else " (READ_ONLY)"
             self._con.execute(f"ATTACH {_literal(str(path))} AS {_quote(self.alias)}{mode}")
             self._con.execute(f"USE {_quote(self.alias)}")

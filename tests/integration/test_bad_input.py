@@ -326,6 +326,19 @@ CASES: list[Case] = [
         "tag: and path:",
         args=("-s", "config:x"),
     ),
+    case(
+        "memory-limit-unreadable",
+        "--memory-limit (or HEAP_DBT_MEMORY_LIMIT) 'lots' is not a memory size",
+        "write it like 256MB or 1GB.",
+        args=("--memory-limit", "lots"),
+        not_says=(WAREHOUSE,),
+    ),
+    case(
+        "memory-limit-in-the-environment-unreadable",
+        "--memory-limit (or HEAP_DBT_MEMORY_LIMIT) '64' is not a memory size DuckDB reads",
+        "write it like 256MB or 1GB.",
+        env={"HEAP_DBT_MEMORY_LIMIT": "64"},
+    ),
     # config.meta.heap, as the manifest alone tells
     case(
         "meta-not-a-mapping",
