@@ -471,13 +471,21 @@ def run_sync(
                 problems=problems,
             )
         state = reader.state(schema=options.state_schema, writable=not options.dry_run)
-        if run_results and run_results.invocation_id == manifest.invocation_id:
+        if run_results:
+            # Another invocation's results (after `dbt parse`, which writes only the manifest)
+            # still tell the last build of a model that has not been built since.
+            same = run_results.invocation_id == manifest.invocation_id
             for p in plan:
                 status = run_results.statuses.get(p.spec.model.unique_id)
                 if status in ("error", "skipped"):
+                    name = p.spec.model.name
+                    when = "its last run" if same else (
+                        f"an earlier run ({paths.target_path / 'run_results.json'} is from another "
+                        "dbt invocation than manifest.json)"
+                    )  # fmt: skip
                     report.warnings.append(
-                        f"dbt reported {p.spec.model.name} as {status} in its last run; its table "
-                        "may be stale."
+                        f"dbt reported {name} as {status} in {when}; its table may be stale. "
+                        f"Rebuild it first (`dbt run -s +{name}`)."
                     )
         clk = clock or SystemClock()
 

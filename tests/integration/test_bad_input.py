@@ -210,6 +210,23 @@ CASES: list[Case] = [
         "point --project-dir/--target-path",
         args=("--project-dir", "{project}/nope"),
     ),
+    case(
+        "run-results-report-the-model-failed",
+        "Warning: dbt reported heap_users as error in its last run; its table may be stale.",
+        "Rebuild it first (`dbt run -s +heap_users`).",
+        setup=run_results(model_failed(invocation=None)),
+        args=("--dry-run",),
+        exit_code=0,
+    ),
+    case(
+        "run-results-of-another-invocation",
+        "Warning: dbt reported heap_users as error in an earlier run ({project}/target/run_results.json "
+        "is from another dbt invocation than manifest.json)",
+        "Rebuild it first",
+        setup=run_results(model_failed(invocation="another-invocation")),
+        args=("--dry-run",),
+        exit_code=0,
+    ),
     # profiles.yml and the warehouse
     case(
         "profiles-yml-missing",
