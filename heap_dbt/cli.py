@@ -53,7 +53,10 @@ StateSchema = Annotated[str, typer.Option(help="Schema of the sync state and run
 
 def _fail(exc: BaseException, *, debug: bool) -> None:
     if debug:
-        raise exc
+        import traceback
+
+        # The plain traceback has no locals (they can hold the app_id); the exit code stays dbt's.
+        traceback.print_exception(exc)
     if isinstance(exc, HeapDbtError):
         typer.echo(f"Error: {exc}", err=True)
     else:
@@ -135,6 +138,9 @@ def sync(
     debug: Debug = False,
 ) -> None:
     """Send the rows of every model with `meta.heap` to Heap."""
+    # What heap-dbt creates holds row keys (the results file, a --state-path file and the
+    # .wal DuckDB keeps beside it while it writes): readable by the owner only.
+    os.umask(0o077)
     from heap_dbt.engine import run_sync
     from heap_dbt.plan import SyncOptions
 

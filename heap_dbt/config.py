@@ -8,6 +8,7 @@ in one go.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -22,6 +23,11 @@ MAX_PROPERTY_NAME = 1023  # Heap: "fewer than 1024 characters"
 
 _COMMON_OPTIONS = {"object", "key", "fields", "behavior", "app_id", "truncate"}
 _EVENT_OPTIONS = {"identity", "event_name", "event_name_column", "timestamp"}
+# Names users reach for, from Heap's docs and other reverse-ETL tools, and the option meant.
+_OPTION_ALIASES = {
+    "properties": "fields", "columns": "fields", "props": "fields", "mapping": "fields",
+    "type": "object", "id": "key", "event": "event_name", "name": "event_name",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,13 @@ def _where(model: ModelNode, path: str) -> str:
     return f"model {model.name}, {path}"
 
 
+def _did_you_mean(option: str, allowed: set[str]) -> str:
+    """`` (did you mean 'fields'?)`` for a misspelt or borrowed option name, else empty."""
+    names = {o: o for o in allowed} | {a: o for a, o in _OPTION_ALIASES.items() if o in allowed}
+    close = difflib.get_close_matches(str(option).lower(), names, n=1, cutoff=0.7)
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
+
+
 def _check_property_name(name: str, where: str, problems: list[str]) -> None:
     if not name:
         problems.append(f"{where}: a property name is empty.")
@@ -99,7 +112,10 @@ def _parse_block(model: ModelNode, block: Any, path: str, problems: list[str]) -
     allowed = _COMMON_OPTIONS | (_EVENT_OPTIONS if obj == "event" else set())
     for option in block:
         if option not in allowed:
-            hint = " (event options only apply to `object: event`)" if option in _EVENT_OPTIONS else ""
+            if option in _EVENT_OPTIONS:
+                hint = " (event options only apply to `object: event`)"
+            else:
+                hint = _did_you_mean(option, allowed)
             problems.append(f"{where}.{option}: unknown option{hint}; allowed: {', '.join(sorted(allowed))}.")
     key = block.get("key")
     if not key or not isinstance(key, str):

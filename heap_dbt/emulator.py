@@ -22,6 +22,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -484,8 +485,10 @@ class HeapEmulator:
                 return
             self._dirty = False
             text = json.dumps(self.snapshot(), indent=2, sort_keys=True)
-        tmp = self.state_file.with_name(self.state_file.name + ".tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
+        # mkstemp's file is the owner's only (0600): the state holds identities and app_ids.
+        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=f".{self.state_file.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
         os.replace(tmp, self.state_file)
 
 

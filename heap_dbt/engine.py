@@ -63,6 +63,7 @@ class _SyncRun:
         self.spec = prepared.spec
         self.result = result
         self.path, _ = heap.ENDPOINTS[self.spec.object]
+        self.app_id = prepared.app_id
         self.prefix, self.suffix = heap.body_frame(self.spec.object, prepared.app_id)
         self.transport = transport
         self.slots = slots
@@ -104,7 +105,8 @@ class _SyncRun:
             else:
                 self.result.requests += 1
                 outcome = heap.classify(response.status)
-                reason = f"HTTP {response.status}: {heap.error_excerpt(response.text) or 'no message'}"
+                excerpt = heap.error_excerpt(response.text, secret=self.app_id)  # may echo the body
+                reason = f"HTTP {response.status}: {excerpt or 'no message'}"
                 retry_after = heap.parse_retry_after(response.retry_after, now=time.time())
             if outcome is heap.Outcome.DELIVERED:
                 self.result.sent += len(chunk)
@@ -441,10 +443,10 @@ def run_sync(
     report = SyncReport(
         dry_run=options.dry_run, full_refresh=options.full_refresh, started_at=dt.datetime.now(dt.UTC)
     )
+    url = base_url(options)  # a plain http URL to another host is refused before anything is read
     paths, manifest, specs, problems = plan_specs(options)
     run_results = load_run_results(paths.target_path / "run_results.json")
     run_args = run_results.args if run_results else {}
-    url = base_url(options)
     if not specs and not problems:
         report.finished_at = dt.datetime.now(dt.UTC)
         report.write(paths.target_path)
@@ -469,13 +471,21 @@ def run_sync(
                 problems=problems,
             )
         state = reader.state(schema=options.state_schema, writable=not options.dry_run)
-        if run_results and run_results.invocation_id == manifest.invocation_id:
+        if run_results:
+            # Another invocation's results (after `dbt parse`, which writes only the manifest)
+            # still tell the last build of a model that has not been built since.
+            same = run_results.invocation_id == manifest.invocation_id
             for p in plan:
                 status = run_results.statuses.get(p.spec.model.unique_id)
                 if status in ("error", "skipped"):
+                    name = p.spec.model.name
+                    when = "its last run" if same else (
+                        f"an earlier run ({paths.target_path / 'run_results.json'} is from another "
+                        "dbt invocation than manifest.json)"
+                    )  # fmt: skip
                     report.warnings.append(
-                        f"dbt reported {p.spec.model.name} as {status} in its last run; its table "
-                        "may be stale."
+                        f"dbt reported {name} as {status} in {when}; its table may be stale. "
+                        f"Rebuild it first (`dbt run -s +{name}`)."
                     )
         clk = clock or SystemClock()
 

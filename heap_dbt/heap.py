@@ -98,7 +98,12 @@ def mask_app_id(app_id: str) -> str:
     return app_id[:2] + "*" * (len(app_id) - 4) + app_id[-2:]
 
 
-def error_excerpt(text: str, *, limit: int = 300) -> str:
-    """Heap's error text (undocumented format), on one line and bounded."""
+def error_excerpt(text: str, *, limit: int = 300, secret: str | None = None) -> str:
+    """Heap's error text (undocumented format), on one line and bounded.
+
+    ``secret`` (the app_id, which an error page may echo with the request body) is masked.
+    """
+    if secret:
+        text = text.replace(secret, mask_app_id(secret))
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

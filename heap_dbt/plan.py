@@ -15,6 +15,7 @@ from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
 from heap_dbt.errors import ConfigError
 from heap_dbt.manifest import Manifest, load_manifest, select_models
 from heap_dbt.profiles import ProjectPaths, resolve_project
+from heap_dbt.urls import check_url
 from heap_dbt.warehouse import Column, MissingRelationError, WarehouseReader
 
 OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
@@ -69,10 +70,12 @@ def resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:
 
 
 def base_url(options: SyncOptions) -> str:
+    """Where to send: the base_url option, HEAP_BASE_URL, else the region's Heap; checked by
+    ``check_url`` (https, or plain http to loopback only)."""
     if options.base_url:
-        return options.base_url
+        return check_url(options.base_url, what="The base URL")
     if options.env.get("HEAP_BASE_URL"):
-        return options.env["HEAP_BASE_URL"]
+        return check_url(options.env["HEAP_BASE_URL"], what="HEAP_BASE_URL")
     if options.region.lower() == "eu":
         return heap.EU_BASE_URL
     if options.region.lower() != "us":

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heap_dbt.errors import OutOfMemoryError, StateError, WarehouseError
+from heap_dbt.errors import ConfigError, OutOfMemoryError, StateError, WarehouseError
 from heap_dbt.warehouse import Column, ColumnType, MissingRelationError
 
 if TYPE_CHECKING:
@@ -149,6 +149,15 @@ class DuckDBReader:
                     **({"threads": threads} if threads else {}),
                 },
             )
+        except duckdb.Error as exc:
+            self._tmp.cleanup()
+            if memory_limit is None:
+                raise _open_error(path, exc) from exc
+            raise ConfigError(  # the setting, not the file: without this the message names the file
+                f"--memory-limit (or HEAP_DBT_MEMORY_LIMIT) {memory_limit!r} is not a memory size "
+                f"DuckDB reads ({exc}); write it like 256MB or 1GB."
+            ) from exc
+        try:
             mode = "" if writable and state_path is None else " (READ_ONLY)"
             self._con.execute(f"ATTACH {_literal(str(path))} AS {_quote(self.alias)}{mode}")
             self._con.execute(f"USE {_quote(self.alias)}")
@@ -161,10 +170,13 @@ class DuckDBReader:
             raise _open_error(path, exc) from exc
         if state_path is not None and (writable or state_path.exists()):
             try:
+                created = writable and not state_path.exists()
                 if writable:
-                    state_path.parent.mkdir(parents=True, exist_ok=True)
+                    state_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 mode = "" if writable else " (READ_ONLY)"
                 self._con.execute(f"ATTACH {_literal(str(state_path))} AS {self.STATE_ALIAS}{mode}")
+                if created:  # it will hold the hashed keys and the run log: the owner's only
+                    state_path.chmod(0o600)
                 self.state_attached = True
             except (duckdb.Error, OSError) as exc:
                 self.close()
