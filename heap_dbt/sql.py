@@ -121,9 +121,15 @@ def _number(expr: str, t: ColumnType) -> str:
         low = "" if t.sql in _UNSIGNED else f"{expr} >= -{MAX_SAFE_INTEGER} AND "
         return f"CASE WHEN {low}{expr} <= {MAX_SAFE_INTEGER} THEN {text} ELSE {as_string} END"
     precision, scale = _decimal_shape(t)
+    text = _decimal_text(expr, t)
+    as_string = f"'\"' || {text} || '\"'"
     if precision <= DOUBLE_DIGITS:
         return text
-    keeps = f"TRY_CAST(CAST(CAST({expr} AS DOUBLE) AS VARCHAR) AS {t.sql}) = {expr}"
+    # DuckDB reads a double's text (1e-16) back as a decimal only with an integer digit to
+    # spare, so the comparison reads it as DECIMAL(38, s), or (38, 37) for a DECIMAL(38, 38),
+    # where the rounding cannot make a different value compare equal.
+    wide = "DECIMAL(38, 37)" if scale is None or scale > 37 else f"DECIMAL(38, {scale})"
+    keeps = f"TRY_CAST(CAST(CAST({expr} AS DOUBLE) AS VARCHAR) AS {wide}) = {expr}"
     if scale is None or precision - scale > DOUBLE_DIGITS:
         keeps = f"abs({expr}) <= {MAX_SAFE_INTEGER} AND {keeps}"
     if scale is not None and scale <= DOUBLE_DIGITS:
@@ -131,10 +137,21 @@ def _number(expr: str, t: ColumnType) -> str:
     return f"CASE WHEN {keeps} THEN {text} ELSE {as_string} END"
 
 
+def _decimal_text(expr: str, t: ColumnType) -> str:
+    """A decimal's exact digits; DuckDB prints DECIMAL(p, p) without the leading 0 (``.50``)."""
+    text = f"CAST({expr} AS VARCHAR)"
+    precision, scale = _decimal_shape(t)
+    if scale != precision:
+        return text
+    return f"CASE WHEN {expr} < 0 THEN '-0' || substr({text}, 2) ELSE '0' || {text} END"
+
+
 def _element_text(expr: str, t: ColumnType) -> str:
     """An element of a list, or an identity, as text; a number keeps all its digits (no double)."""
     text = _scalar_text(expr, t)
-    return text if text is not None else f"CAST({expr} AS VARCHAR)"
+    if text is not None:
+        return text
+    return _decimal_text(expr, t) if t.kind == "decimal" else f"CAST({expr} AS VARCHAR)"
 
 
 def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:

@@ -85,7 +85,7 @@ MAX_SAFE_INTEGER = 2**53 - 1
 
 def double_keeps(value: int | Decimal) -> bool:
     """Whether a double holds ``value``: within +-(2^53 - 1), and the same printed back in fewest digits."""
-    return abs(value) <= MAX_SAFE_INTEGER and Decimal(repr(float(value))) == value
+    return -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER and Decimal(repr(float(value))) == value
 
 
 def assert_heap_reads(text: str, source: object) -> None:

@@ -89,6 +89,26 @@ NUMBERS = [
         '"99999999999999999999999999999999999999"',
         id="decimal-38-max",
     ),
+    # a decimal of scale = precision, which DuckDB prints without its leading 0 (".5000")
+    pytest.param("0.5::DECIMAL(4,4)", "0.5000", id="decimal-4-4"),
+    pytest.param("-0.5::DECIMAL(4,4)", "-0.5000", id="decimal-4-4-negative"),
+    pytest.param("0::DECIMAL(4,4)", "0.0000", id="decimal-4-4-zero"),
+    pytest.param(
+        "-0.0001::DECIMAL(38,38)", "-0.00010000000000000000000000000000000000", id="decimal-38-38-negative"
+    ),
+    pytest.param(
+        "CAST('0.12345678901234567890' AS DECIMAL(20,20))",
+        '"0.12345678901234567890"',
+        id="decimal-20-20-wide",
+    ),
+    pytest.param(
+        "CAST('0.0000000000000001' AS DECIMAL(16,16))", "0.0000000000000001", id="decimal-16-16-1e-16"
+    ),
+    pytest.param(
+        "CAST('0.00000000000000000001' AS DECIMAL(38,38))",
+        "0.00000000000000000001000000000000000000",
+        id="decimal-38-38-1e-20",
+    ),
     # doubles: the shortest text that reads back as the same double
     pytest.param("(0.1::DOUBLE + 0.2::DOUBLE)", "0.30000000000000004", id="double-shortest-round-trip"),
     pytest.param("-0.0::DOUBLE", "-0.0", id="double-negative-zero"),
@@ -116,6 +136,12 @@ def test_every_number_sent_reads_back_as_its_source_value(
     assert_heap_reads(sent(records, column), source)
 
 
+def test_decimal_38_38_with_a_38th_decimal_goes_as_its_exact_digits(records: Records) -> None:
+    """DuckDB reads a double's text back at 37 decimals at most: digits go where a number would do."""
+    column = "CAST('0.00000000000000000000000000000000000015' AS DECIMAL(38,38))"
+    assert sent(records, column) == '"0.00000000000000000000000000000000000015"'
+
+
 LISTS = [
     pytest.param(f"[1, {SAFE + 2}, NULL, -5]::BIGINT[]", "1||9007199254740993||-5", id="bigint-list"),
     pytest.param(
@@ -129,6 +155,7 @@ LISTS = [
         "0.1000000000000000055||1.5000000000000000000",
         id="decimal-list",
     ),
+    pytest.param("[0.5, -0.25]::DECIMAL(4,4)[]", "0.5000||-0.2500", id="decimal-4-4-list"),
     pytest.param(
         "[-0.0::DOUBLE, 0.1::DOUBLE + 0.2::DOUBLE, 5e-324::DOUBLE]",
         "-0.0||0.30000000000000004||5e-324",
