@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,12 @@ MAX_IDENTITY = 255
 MAX_VALUE = 1023  # Heap: strings "fewer than 1024 characters"
 MAX_EVENT_NAME = 1024
 PLACEHOLDER_IDENTITIES = ("null", "undefined", "none", "nan")
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Beyond this a double, the form in which Heap keeps a number, no longer tells integers apart."""
+DOUBLE_DIGITS = 15
+"""Significant decimal digits a double always keeps: any 15-digit decimal reads back unchanged."""
+_SMALL_INTEGERS = ("TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER")
+_UNSIGNED = ("UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
 
 ISO_MS = "%Y-%m-%dT%H:%M:%S.%gZ"
 WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
@@ -80,9 +87,71 @@ def _scalar_text(expr: str, t: ColumnType) -> str | None:
     return f"CAST({expr} AS VARCHAR)"
 
 
+def _decimal_shape(t: ColumnType) -> tuple[int, int | None]:
+    """A DECIMAL's precision and scale from its SQL type; the widest precision if it is unreadable."""
+    found = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", t.sql)
+    return (int(found.group(1)), int(found.group(2))) if found else (38, None)
+
+
+def _number(expr: str, t: ColumnType) -> str:
+    """The JSON text of an integer or decimal: a number where a double keeps it, else its exact digits.
+
+    Heap keeps numbers as doubles, so a JSON number that a double cannot hold would change
+    silently. A value goes as a JSON number when it is within +-(2^53 - 1) and, read as a
+    double and printed back in the fewest digits, it is the same decimal; otherwise it goes
+    as a string of its exact digits (``"9007199254740993"``, ``"0.1000000000000000055"``).
+
+    Integers take the safe-integer range, as Heap's own ``user_id`` does: past 2^53 a
+    double no longer tells neighbouring integers apart, so even 2^53 goes as a string.
+    Decimals are judged per value, not per column. A double keeps any decimal of 15
+    significant digits (DBL_DIG), so DECIMAL(p, s) with p <= 15 is always a number. Past
+    that, some values survive (1234567890123.456) and some do not (12345678901234.567).
+    Sending a whole wide column as strings would make the amounts of DuckDB's default
+    DECIMAL(18,3) text that Heap cannot sum. The cost of the per-value rule is that such a
+    column can reach Heap as numbers with the odd string, which is visible, where a
+    changed digit is not. The round trip runs only where it can fail: a decimal of at most
+    15 digits (``abs(x) < 10^(15 - s)``) skips it, so most rows of a wide column cost
+    nothing extra.
+    """
+    text = f"CAST({expr} AS VARCHAR)"
+    as_string = f"'\"' || {text} || '\"'"
+    if t.kind == "integer":
+        if t.sql in _SMALL_INTEGERS:
+            return text
+        low = "" if t.sql in _UNSIGNED else f"{expr} >= -{MAX_SAFE_INTEGER} AND "
+        return f"CASE WHEN {low}{expr} <= {MAX_SAFE_INTEGER} THEN {text} ELSE {as_string} END"
+    precision, scale = _decimal_shape(t)
+    text = _decimal_text(expr, t)
+    as_string = f"'\"' || {text} || '\"'"
+    if precision <= DOUBLE_DIGITS:
+        return text
+    # DuckDB reads a double's text (1e-16) back as a decimal only with an integer digit to
+    # spare, so the comparison reads it as DECIMAL(38, s), or (38, 37) for a DECIMAL(38, 38),
+    # where the rounding cannot make a different value compare equal.
+    wide = "DECIMAL(38, 37)" if scale is None or scale > 37 else f"DECIMAL(38, {scale})"
+    keeps = f"TRY_CAST(CAST(CAST({expr} AS DOUBLE) AS VARCHAR) AS {wide}) = {expr}"
+    if scale is None or precision - scale > DOUBLE_DIGITS:
+        keeps = f"abs({expr}) <= {MAX_SAFE_INTEGER} AND {keeps}"
+    if scale is not None and scale <= DOUBLE_DIGITS:
+        keeps = f"abs({expr}) < {10 ** (DOUBLE_DIGITS - scale)} OR ({keeps})"
+    return f"CASE WHEN {keeps} THEN {text} ELSE {as_string} END"
+
+
+def _decimal_text(expr: str, t: ColumnType) -> str:
+    """A decimal's exact digits; DuckDB prints DECIMAL(p, p) without the leading 0 (``.50``)."""
+    text = f"CAST({expr} AS VARCHAR)"
+    precision, scale = _decimal_shape(t)
+    if scale != precision:
+        return text
+    return f"CASE WHEN {expr} < 0 THEN '-0' || substr({text}, 2) ELSE '0' || {text} END"
+
+
 def _element_text(expr: str, t: ColumnType) -> str:
+    """An element of a list, or an identity, as text; a number keeps all its digits (no double)."""
     text = _scalar_text(expr, t)
-    return text if text is not None else f"CAST({expr} AS VARCHAR)"
+    if text is not None:
+        return text
+    return _decimal_text(expr, t) if t.kind == "decimal" else f"CAST({expr} AS VARCHAR)"
 
 
 def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
@@ -90,8 +159,9 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     reasons: list[tuple[str, str]] = []
     truncations: list[str] = []
     if t.kind in ("integer", "decimal"):
-        return _Entry(f"CAST({expr} AS VARCHAR)", reasons, truncations)
+        return _Entry(_number(expr, t), reasons, truncations)
     if t.kind == "float":
+        # to_json prints the shortest text that reads back as the same double, -0.0 included.
         reasons.append((f"(isnan({expr}) OR isinf({expr}))", lit(f"property {label!r} is NaN or infinite")))
         return _Entry(f"CAST(to_json({expr}) AS VARCHAR)", reasons, truncations)
     if t.kind == "list":
