@@ -19,7 +19,6 @@ import aiohttp
 from benchmarks.project import HEAP_OBJECT, BenchProject
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, resolve_columns
-from heap_dbt.engine import ARROW_BATCH_ROWS
 from heap_dbt.plan import SyncOptions, plan_specs
 from heap_dbt.warehouse.duckdb import DuckDBReader
 
@@ -89,7 +88,7 @@ def duckdb_limit(project: BenchProject, plan: SyncPlan) -> DuckDBLimit:
     writer: pa.ipc.RecordBatchStreamWriter | None = None
     try:
         with pa.OSFile(os.devnull, "wb") as devnull:
-            for batch in reader.stream(plan.query.sql, batch_rows=ARROW_BATCH_ROWS):
+            for batch in reader.stream(plan.query.sql, batch_rows=SyncOptions().arrow_batch_rows):
                 records = batch.column(sql.RECORD)
                 if writer is None:
                     writer = pa.ipc.new_stream(devnull, pa.schema([pa.field(sql.RECORD, records.type)]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from heap_dbt.errors import StateError
@@ -11,7 +10,8 @@ from heap_dbt.errors import StateError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from heap_dbt.state import DuckDBState
+    from heap_dbt.clock import Clock
+    from heap_dbt.state import StateStore
 
 ACK_BATCH_ROWS = 122_880  # one DuckDB row group: written straight to the file, not through the WAL
 ACK_MAX_AGE = 1.0  # seconds: a crash costs at most about this much of resends
@@ -22,10 +22,11 @@ class Acker:
 
     def __init__(
         self,
-        state: DuckDBState,
+        state: StateStore,
         sync_id: str,
         run_id: int,
         *,
+        clock: Clock,
         batch_rows: int = ACK_BATCH_ROWS,
         max_age: float = ACK_MAX_AGE,
     ) -> None:
@@ -34,7 +35,8 @@ class Acker:
         self._run_id = run_id
         self._batch_rows = batch_rows
         self._max_age = max_age
-        self._last_flush = time.monotonic()
+        self._clock = clock
+        self._last_flush = clock.monotonic()
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._lock = asyncio.Lock()
@@ -51,13 +53,14 @@ class Acker:
         self._pending.append(acks)
         self._pending_rows += acks.num_rows
         # Flush by size, and by age so that a crash costs at most ~a second of resends.
-        if self._pending_rows >= self._batch_rows or time.monotonic() - self._last_flush >= self._max_age:
+        age = self._clock.monotonic() - self._last_flush
+        if self._pending_rows >= self._batch_rows or age >= self._max_age:
             self._tasks.append(asyncio.ensure_future(self._write(self._take())))
 
     def _take(self) -> list[pa.RecordBatch]:
         """Hand over what is pending: the adds that follow start a new batch."""
         batches, self._pending, self._pending_rows = self._pending, [], 0
-        self._last_flush = time.monotonic()
+        self._last_flush = self._clock.monotonic()
         return batches
 
     async def _write(self, batches: list[pa.RecordBatch]) -> None:

@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import msgspec
-
-from heap_dbt import heap, sql
-from heap_dbt.plan import NO_APP_ID
+from heap_dbt import sql
 
 if TYPE_CHECKING:
     import pyarrow as pa
-
-SAMPLE_RECORDS = 3
 
 
 @dataclass
@@ -114,11 +109,3 @@ def cut_chunks(lengths: list[int], *, max_items: int, max_bytes: int) -> Iterato
         size += n + 1
     if start < len(lengths):
         yield start, len(lengths)
-
-
-def take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
-    _, array = heap.ENDPOINTS[obj]
-    sep = len(sql.SEPARATOR)
-    items = [msgspec.json.decode(r[:-sep]) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
-    shown = app_id if app_id == NO_APP_ID else heap.mask_app_id(app_id)
-    return [{"app_id": shown, array: items}]

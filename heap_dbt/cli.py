@@ -212,35 +212,12 @@ def list_syncs(
     except Exception as exc:  # one place turns every error into one sentence
         _fail(exc, debug=debug)
         return
-    rows = [
-        {
-            "model": s.model.name,
-            "meta_path": s.meta_path,
-            "object": s.object,
-            "key": s.key,
-            "properties": s.fields if s.fields is not None else "all other columns",
-            **({"identity": s.identity} if s.identity else {}),
-            **({"event_name": s.event_name} if s.event_name else {}),
-            **({"event_name_column": s.event_name_column} if s.event_name_column else {}),
-            **({"timestamp": s.timestamp} if s.timestamp else {}),
-        }
-        for s in specs
-    ]
-    if json_output:
-        import msgspec
+    from heap_dbt.report import render_specs, specs_json
 
-        sys.stdout.buffer.write(msgspec.json.encode({"syncs": rows, "problems": problems}) + b"\n")
+    if json_output:
+        sys.stdout.buffer.write(specs_json(specs, problems) + b"\n")
     else:
-        for r in rows:
-            props = r["properties"]
-            shown = (
-                ", ".join(f"{k}<-{v}" if k != v else k for k, v in props.items())
-                if isinstance(props, dict)
-                else props
-            )
-            typer.echo(f"{r['model']:<24} {r['object']:<8} key={r['key']:<16} {shown}")
-        if not rows:
-            typer.echo("No model in the manifest declares `meta.heap`.")
+        render_specs(specs, sys.stdout)
         for p in problems:
             typer.echo(f"Problem: {p}", err=True)
     raise typer.Exit(code=2 if problems else 0)
@@ -271,22 +248,12 @@ def history(
     except Exception as exc:  # one place turns every error into one sentence
         _fail(exc, debug=debug)
         return
-    if json_output:
-        import msgspec
+    from heap_dbt.report import history_json, render_history
 
-        sys.stdout.buffer.write(msgspec.json.encode({"runs": runs}) + b"\n")
-        return
-    if not runs:
-        typer.echo("No sync has run yet.")
-        return
-    for r in runs:
-        finished = (r["finished_at"] or "-")[:19]
-        typer.echo(
-            f"#{r['run_id']:<5} {r['started_at'][:19]}  {finished:<19}  {r['model']:<22} {r['object']:<7} "
-            f"{r['outcome']:<11} read {r['read']:,}  sent {r['sent']:,}  unchanged {r['unchanged']:,}  "
-            f"rejected {r['rejected']:,}  failed {r['failed']:,}  removed {r['removed']:,}"
-            + ("  (full refresh)" if r["full_refresh"] else "")
-        )
+    if json_output:
+        sys.stdout.buffer.write(history_json(runs) + b"\n")
+    else:
+        render_history(runs, sys.stdout)
 
 
 @app.command()

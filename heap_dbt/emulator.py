@@ -118,7 +118,7 @@ def _non_negative(key: str, value: object, kind: type[int] | type[float]) -> Any
     return value
 
 
-class SlidingWindow:
+class KeyedRateWindow:
     """Counts events per key over the last ``window`` seconds of an injected clock."""
 
     def __init__(self, limit: int, *, window: float = RATE_WINDOW_SECONDS) -> None:
@@ -180,8 +180,8 @@ class HeapEmulator:
         self._time_fn = time_fn
         self._rng = random.Random(seed)  # noqa: S311 (fault injection, not crypto)
         self._config = EmulatorConfig()
-        self._app_window: SlidingWindow | None = None
-        self._identity_window: SlidingWindow | None = None
+        self._app_window: KeyedRateWindow | None = None
+        self._identity_window: KeyedRateWindow | None = None
         self.state_file = Path(state_file) if state_file is not None else None
         self._dirty = False
         self.configure(
@@ -211,9 +211,9 @@ class HeapEmulator:
             self._status_counts: Counter[str] = Counter()
             self._request_log: list[dict[str, Any]] = []
             if self._config.events_per_minute is not None:
-                self._app_window = SlidingWindow(self._config.events_per_minute)
+                self._app_window = KeyedRateWindow(self._config.events_per_minute)
             if self._config.events_per_identity_per_minute is not None:
-                self._identity_window = SlidingWindow(self._config.events_per_identity_per_minute)
+                self._identity_window = KeyedRateWindow(self._config.events_per_identity_per_minute)
             self._dirty = True
 
     def reset(self) -> None:
@@ -285,10 +285,10 @@ class HeapEmulator:
                 setattr(self._config, key, value)
             if "events_per_minute" in updates:
                 limit = updates["events_per_minute"]
-                self._app_window = None if limit is None else SlidingWindow(limit)
+                self._app_window = None if limit is None else KeyedRateWindow(limit)
             if "events_per_identity_per_minute" in updates:
                 limit = updates["events_per_identity_per_minute"]
-                self._identity_window = None if limit is None else SlidingWindow(limit)
+                self._identity_window = None if limit is None else KeyedRateWindow(limit)
             return self._config.to_json()
 
     # ---- request handling ------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 The warehouse builds every record (``heap_dbt.sql``); this module streams those records as
 Arrow batches from a worker thread, cuts them into bulk requests (``heap_dbt.bodies``), and
-keeps up to ``concurrency`` requests in flight while the next batch is read. Acknowledged
-rows go to the state (``heap_dbt.acks``). Every row read ends in exactly one count of its
-``SyncResult``.
+keeps up to ``concurrency`` requests in flight (``heap_dbt.sender``) while the next batch is
+read. Acknowledged rows go to the state (``heap_dbt.acks``). Every row read ends in exactly
+one count of its ``SyncResult``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import contextlib
 import datetime as dt
 import importlib
 import itertools
-import random
 import sys
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,130 +23,100 @@ from typing import TYPE_CHECKING, Any
 
 from heap_dbt import heap, sql
 from heap_dbt.acks import Acker
-from heap_dbt.bodies import Chunk, request_bounds, take_sample
-from heap_dbt.errors import ConfigError, OutOfMemoryError, RetriableAPIError, StateError, WarehouseError
+from heap_dbt.bodies import Chunk, request_bounds
+from heap_dbt.clock import Clock, SystemClock
+from heap_dbt.errors import ConfigError, OutOfMemoryError, StateError, WarehouseError
 from heap_dbt.manifest import load_run_results
-from heap_dbt.plan import NO_APP_ID, Prepared, SyncOptions, base_url, plan_specs, prepare
+from heap_dbt.plan import Prepared, SyncOptions, base_url, plan_specs, prepare
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
-from heap_dbt.ratelimit import Clock, EventRateLimiter, SystemClock
-from heap_dbt.report import RowIssue, SyncReport, SyncResult
-from heap_dbt.state import UNCOMPACTED, DuckDBState, rows_as_dicts
-from heap_dbt.warehouse import WarehouseReader, open_reader
+from heap_dbt.ratelimit import EventRateLimiter
+from heap_dbt.report import RowIssue, SyncReport, SyncResult, take_sample
+from heap_dbt.sender import Cancellation, Delivery, Sender
+from heap_dbt.state import UNCOMPACTED, RunRecord, StateStore
+from heap_dbt.warehouse import ReaderFactory, WarehouseReader, open_reader
 
 if TYPE_CHECKING:
     from heap_dbt.transport import Transport
 
-ARROW_BATCH_ROWS = 10_000
 ProgressFn = Callable[[str, int, int | None], None]
 """progress(sync label, rows just done, total rows or None)"""
 
 
-class _SyncRun:
-    """Sends the records of one sync and keeps its counts."""
+@dataclass
+class _Context:
+    """What every sync of one ``run_sync`` shares."""
 
-    def __init__(
-        self,
-        prepared: Prepared,
-        result: SyncResult,
-        *,
-        transport: Transport | None,
-        slots: asyncio.Semaphore,
-        limiter: EventRateLimiter | None,
-        options: SyncOptions,
-        clock: Clock,
-        abort: dict[str, str],
-        rng: random.Random | None = None,
-        acker: Acker | None = None,
-    ) -> None:
+    reader: WarehouseReader
+    state: StateStore | None
+    options: SyncOptions
+    clock: Clock
+    progress: ProgressFn | None
+    transport: Transport | None
+    slots: asyncio.Semaphore
+    """One per request in flight, across all syncs."""
+    limiter: EventRateLimiter | None
+    """Heap's event limits, shared by the event syncs; None when both are off."""
+    cancellation: Cancellation
+
+    @property
+    def writing(self) -> bool:
+        return self.state is not None and not self.options.dry_run
+
+
+class _SyncRun:
+    """One sync's sender, acknowledgements and counts."""
+
+    def __init__(self, prepared: Prepared, result: SyncResult, ctx: _Context) -> None:
+        self.prepared = prepared
         self.spec = prepared.spec
         self.result = result
-        self.path, _ = heap.ENDPOINTS[self.spec.object]
-        self.app_id = prepared.app_id
-        self.prefix, self.suffix = heap.body_frame(self.spec.object, prepared.app_id)
-        self.transport = transport
-        self.slots = slots
-        self.limiter = limiter if self.spec.object == "event" else None
-        self.policy = heap.RetryPolicy(max_attempts=options.max_attempts)
-        self.clock = clock
-        self.rng = rng or random.Random()  # noqa: S311  # jitter, not crypto
-        self.acker = acker
-        self.batch_size = options.batch_size
+        self.frame = heap.Frame.of(self.spec.object, prepared.app_id)
+        self.sync_id = self.spec.sync_id(prepared.app_id)
+        limiter = ctx.limiter if self.spec.object == "event" else None
+        self.sender: Sender | None = None
+        if ctx.transport is not None:  # else a dry run, which sends nothing
+            policy = heap.RetryPolicy(max_attempts=ctx.options.max_attempts)
+            self.sender = Sender(
+                ctx.transport, clock=ctx.clock, policy=policy, limiter=limiter, cancellation=ctx.cancellation
+            )
+        self.batch_limit = min(ctx.options.batch_size, heap.MAX_ITEMS_PER_REQUEST)
+        if limiter is not None:
+            self.batch_limit = limiter.max_batch(self.batch_limit)
+        self.counts_identities = limiter is not None
+        self.run_id = 0
+        """This sync's row in the run log (0 when nothing is written)."""
+        self.acker: Acker | None = None
         self.known_streamed = 0
         """Streamed rows whose key Heap already had (changed or now rejected)."""
         self.batches = 0
         """Batches read: before the first one, nothing was sent or counted."""
         self.notes: list[str] = []
         """Warnings for the report."""
-        self.abort = abort
 
-    def _fail(self, chunk: Chunk, reason: str) -> None:
-        self.result.failed += len(chunk)
-        self.result.failures += [RowIssue(k, reason) for k in chunk.keys.to_pylist()]
+    def account(self, delivery: Delivery) -> None:
+        """Add what became of a chunk to the counts; record what Heap acknowledged."""
+        result = self.result
+        result.sent += delivery.sent
+        result.rejected += len(delivery.rejected)
+        result.rejections += delivery.rejected
+        result.failed += len(delivery.failed)
+        result.failures += delivery.failed
+        result.requests += delivery.requests
+        result.retries += delivery.retries
+        if self.acker is not None:
+            for part in delivery.delivered:
+                if part.acks is not None:
+                    self.acker.add(part.acks)  # only ever after a 2xx
 
-    async def send(self, chunk: Chunk) -> None:
-        """Deliver ``chunk``: retry what may pass later, bisect what Heap refuses."""
-        attempt = 0
-        body = b"".join((self.prefix, chunk.joined(), self.suffix))
-        while True:
-            if "reason" in self.abort:
-                self._fail(chunk, f"not sent: {self.abort['reason']}")
-                return
-            attempt += 1
-            if self.limiter is not None:
-                await self.limiter.admit(len(chunk), chunk.identity_counts())
-            assert self.transport is not None  # dry runs never send
-            retry_after: float | None = None
-            try:
-                response = await self.transport.post(self.path, body)
-            except RetriableAPIError as exc:
-                outcome, reason = heap.Outcome.RETRY, str(exc)
-            else:
-                self.result.requests += 1
-                outcome = heap.classify(response.status)
-                excerpt = heap.error_excerpt(response.text, secret=self.app_id)  # may echo the body
-                reason = f"HTTP {response.status}: {excerpt or 'no message'}"
-                retry_after = heap.parse_retry_after(response.retry_after, now=time.time())
-            if outcome is heap.Outcome.DELIVERED:
-                self.result.sent += len(chunk)
-                if self.acker is not None and chunk.acks is not None:
-                    self.acker.add(chunk.acks)  # only ever after a 2xx
-                return
-            if outcome is heap.Outcome.SPLIT:
-                if len(chunk) == 1:
-                    self.result.rejected += 1
-                    self.result.rejections.append(
-                        RowIssue(chunk.keys[0].as_py(), f"Heap refused the record: {reason}")
-                    )
-                    return
-                left, right = chunk.split()
-                await asyncio.gather(self.send(left), self.send(right))
-                return
-            if outcome is heap.Outcome.FATAL:
-                self.abort.setdefault("reason", f"Heap refused a request with {reason}")
-                self._fail(chunk, reason)
-                return
-            if attempt >= self.policy.max_attempts:
-                self._fail(chunk, f"{reason} (gave up after {attempt} attempts)")
-                return
-            self.result.retries += 1
-            await self.clock.sleep(self.policy.delay(attempt, retry_after=retry_after, rng=self.rng))
-
-    async def send_in_slot(self, chunk: Chunk) -> None:
+    async def send_in_slot(self, chunk: Chunk, slots: asyncio.Semaphore) -> None:
         try:
-            await self.send(chunk)
+            assert self.sender is not None  # dry runs never send
+            self.account(await self.sender.send(self.frame, chunk))
         finally:
-            self.slots.release()
+            slots.release()
 
 
-async def _stream(
-    prepared: Prepared,
-    query: sql.RecordQuery,
-    reader: WarehouseReader,
-    run: _SyncRun,
-    *,
-    dry_run: bool,
-    progress: ProgressFn | None,
-) -> int:
+async def _stream(ctx: _Context, run: _SyncRun, query: sql.RecordQuery) -> int:
     """Stream the rows ``query`` yields, reject, send; return how many rows it yielded.
 
     The common path touches each batch only through Arrow metadata and one buffer slice
@@ -156,11 +124,7 @@ async def _stream(
     per-identity event limit.
     """
     result = run.result
-    spec = prepared.spec
-    limit = min(run.batch_size, heap.MAX_ITEMS_PER_REQUEST)
-    if run.limiter is not None:
-        limit = run.limiter.max_batch(limit)
-    stream = reader.stream(query.sql, batch_rows=ARROW_BATCH_ROWS)
+    stream = ctx.reader.stream(query.sql, batch_rows=ctx.options.arrow_batch_rows)
     pending: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
     tasks: set[asyncio.Task[None]] = set()
     streamed = 0
@@ -199,19 +163,19 @@ async def _stream(
                 import pyarrow.compute as pc
 
                 result.truncated += int(pc.sum(batch.column(sql.TRUNCATED)).as_py() or 0)
-            if dry_run:
+            if ctx.options.dry_run:
                 result.would_send += len(rows)
                 if not result.sample and len(rows):
-                    result.sample = take_sample(rows.records, prepared.app_id, spec.object)
+                    result.sample = take_sample(rows.records, run.prepared.app_id, run.spec.object)
             elif len(rows):
-                bounds = request_bounds(rows.records, max_items=limit, max_bytes=heap.MAX_BODY_BYTES)
-                for start, end in bounds:
-                    await run.slots.acquire()
-                    task = asyncio.create_task(run.send_in_slot(rows.slice(start, end - start)))
+                limits = {"max_items": run.batch_limit, "max_bytes": heap.MAX_BODY_BYTES}
+                for start, end in request_bounds(rows.records, **limits):
+                    await ctx.slots.acquire()
+                    task = asyncio.create_task(run.send_in_slot(rows.slice(start, end - start), ctx.slots))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-            if progress is not None:
-                progress(result.model, n, None)
+            if ctx.progress is not None:
+                ctx.progress(result.model, n, None)
     finally:
         if tasks:
             await asyncio.gather(*tasks)
@@ -246,35 +210,25 @@ class _Read:
     repeated: int = 0
 
 
-async def _read_and_send(
-    prepared: Prepared,
-    reader: WarehouseReader,
-    run: _SyncRun,
-    *,
-    state: DuckDBState | None,
-    options: SyncOptions,
-    progress: ProgressFn | None,
-    sync_id: str,
-    run_id: int,
-    lean: bool,
-) -> _Read:
+async def _read_and_send(ctx: _Context, run: _SyncRun, *, lean: bool) -> _Read:
     """Probe the model, then (unless it is unchanged) diff it against the state and send it,
     all on one snapshot of the warehouse. ``lean``: lower DuckDB's memory for a plain stream."""
-    result = run.result
-    writing = state is not None and not options.dry_run
+    result, options, state, reader = run.result, ctx.options, ctx.state, ctx.reader
+    query = run.prepared.query
+    sync_id, run_id, writing = run.sync_id, run.run_id, ctx.writing
     with reader.snapshot():
         known = state is not None and state.exists and not options.full_refresh
         stored = state.fingerprint(sync_id) if known and state is not None else None
         repeated: int | None = None
         if stored is None:  # nothing to compare with: one scan for the fingerprint and the keys
             if not options.dry_run:
-                _import_in_background("aiohttp")  # 0.1 s, hidden behind the DuckDB work
-            probe = reader.fetch_one(prepared.query.probe_duplicates_sql)
+                _import_in_background("aiohttp")  # 0.1 s, hidden behind the warehouse's work
+            probe = reader.fetch_one(query.probe_duplicates_sql)
             repeated = int(probe[2])
         else:
-            probe = reader.fetch_one(prepared.query.probe_sql)
+            probe = reader.fetch_one(query.probe_sql)
         total = int(probe[0])
-        read = _Read(prepared.query.fingerprint(probe))
+        read = _Read(query.fingerprint(probe))
         if stored is not None and stored == read.fingerprint:
             # The model is exactly as it was when Heap acknowledged every row of it.
             result.read = result.unchanged = total
@@ -284,7 +238,7 @@ async def _read_and_send(
             assert state is not None
             state.set_fingerprint(sync_id, None, run_id=run_id)
         if state is not None and state.exists and options.full_refresh:
-            result.removed += state.remove_missing(sync_id, prepared.query.keys_sql, apply=writing)
+            result.removed += state.remove_missing(sync_id, query.keys_sql, apply=writing)
             if writing:
                 state.forget(sync_id)
         if known and state is not None:
@@ -297,57 +251,44 @@ async def _read_and_send(
         if repeated is None:
             if not options.dry_run:
                 _import_in_background("aiohttp")
-            repeated = int(reader.fetch_one(prepared.query.duplicates_sql)[0])
+            repeated = int(reader.fetch_one(query.duplicates_sql)[0])
         read.repeated = repeated
         dup_table = None
         if repeated > 0:  # rare: list the repeated keys once, then join that small table
-            dup_table = reader.register("heap_dbt_dup_keys", prepared.query.duplicate_keys_sql)
-        query = prepared.build(
-            previous=read.previous, duplicates_table=dup_table, identities=run.limiter is not None
+            dup_table = reader.register("heap_dbt_dup_keys", query.duplicate_keys_sql)
+        records = run.prepared.build(
+            previous=read.previous, duplicates_table=dup_table, identities=run.counts_identities
         )
         if lean and read.previous is None and dup_table is None:
-            reader.fit(query.width, pipeline=True)
-        streamed = await _stream(prepared, query, reader, run, dry_run=options.dry_run, progress=progress)
+            reader.fit(records.width, pipeline=True)
+        streamed = await _stream(ctx, run, records)
         result.read = total
         result.unchanged = total - streamed
     return read
 
 
-async def _run_one(
-    prepared: Prepared,
-    reader: WarehouseReader,
-    run: _SyncRun,
-    *,
-    state: DuckDBState | None,
-    options: SyncOptions,
-    progress: ProgressFn | None,
-) -> None:
+async def _run_one(ctx: _Context, run: _SyncRun) -> None:
     """One sync: skip it if the model is unchanged, else diff in the warehouse and send."""
-    result = run.result
-    spec = prepared.spec
-    sync_id = spec.sync_id(prepared.app_id)
-    writing = state is not None and not options.dry_run
-    run_id = 0
+    result, state, reader = run.result, ctx.state, ctx.reader
+    spec, sync_id = run.spec, run.sync_id
+    writing = ctx.writing
     if writing:
         assert state is not None
-        run_id = state.begin_run(
+        run.run_id = state.begin_run(
             sync_id=sync_id, model=spec.model.name, obj=spec.object, meta_path=spec.meta_path,
-            app_id=result.app_id, full_refresh=options.full_refresh,
+            app_id=result.app_id, full_refresh=ctx.options.full_refresh,
         )  # fmt: skip
-        run.acker = Acker(state, sync_id, run_id)
+        run.acker = Acker(state, sync_id, run.run_id, clock=ctx.clock)
     outcome = "error"
     try:
-        reader.fit(prepared.query.width)
+        reader.fit(run.prepared.query.width)
         for attempt in itertools.count():
             try:
-                read = await _read_and_send(
-                    prepared, reader, run, state=state, options=options, progress=progress,
-                    sync_id=sync_id, run_id=run_id, lean=attempt == 0,
-                )  # fmt: skip
+                read = await _read_and_send(ctx, run, lean=attempt == 0)
                 break
             except OutOfMemoryError:
-                # DuckDB aborted the snapshot. Before the first batch nothing was sent or
-                # counted, so the sync can start over with more memory.
+                # The warehouse aborted the snapshot. Before the first batch nothing was sent
+                # or counted, so the sync can start over with more memory.
                 if run.batches or (grown := reader.grow()) is None:
                     raise
                 run.notes.append(
@@ -365,15 +306,17 @@ async def _run_one(
             missing = read.known_keys - (result.unchanged + run.known_streamed)
             if missing > 0 or read.repeated > 0:
                 result.removed = state.remove_missing(
-                    sync_id, prepared.query.keys_sql, apply=writing, before_run=run_id if writing else None
-                )
+                    sync_id, run.prepared.query.keys_sql, apply=writing,
+                    before_run=run.run_id if writing else None,
+                )  # fmt: skip
         if writing:
             assert state is not None
-            state.compact(sync_id, run_id=run_id)
+            state.compact(sync_id, run_id=run.run_id)
             if result.ok:
-                state.set_fingerprint(sync_id, read.fingerprint, run_id=run_id)
+                state.set_fingerprint(sync_id, read.fingerprint, run_id=run.run_id)
         outcome = "success" if result.ok else "partial"
     except (WarehouseError, StateError) as exc:
+        # Mid-run, such an error ends this sync only: it is reported, and the exit code is 1.
         result.error = str(exc)
         if not result.read:
             # The read stopped part-way: what was read is exactly what was handled.
@@ -383,49 +326,30 @@ async def _run_one(
             with contextlib.suppress(StateError):
                 await run.acker.close()
             try:
-                state.compact(sync_id, run_id=run_id)
+                state.compact(sync_id, run_id=run.run_id)
             except StateError:
                 outcome = UNCOMPACTED  # the next run dedupes the state first
     finally:
         if writing and state is not None:
-            state.finish_run(run_id, counts=result.counts(), outcome=outcome)
+            state.finish_run(run.run_id, counts=result.counts(), outcome=outcome)
 
 
-async def _run_async(
-    plan: list[Prepared],
-    reader: WarehouseReader,
-    report: SyncReport,
-    options: SyncOptions,
-    *,
-    state: DuckDBState | None,
-    transport: Transport | None,
-    clock: Clock,
-    progress: ProgressFn | None,
-) -> None:
-    slots = asyncio.Semaphore(options.concurrency)
-    limiter = EventRateLimiter(
-        per_app=options.events_per_minute,
-        per_identity=options.events_per_identity_per_minute,
-        clock=clock,
-    )
-    abort: dict[str, str] = {}
+async def _run_all(ctx: _Context, plan: list[Prepared], report: SyncReport) -> None:
     for prepared in plan:
+        spec = prepared.spec
         result = SyncResult(
-            model=prepared.spec.model.name,
-            unique_id=prepared.spec.model.unique_id,
-            object=prepared.spec.object,
-            meta_path=prepared.spec.meta_path,
-            app_id=heap.mask_app_id(prepared.app_id) if prepared.app_id != NO_APP_ID else NO_APP_ID,
+            model=spec.model.name,
+            unique_id=spec.model.unique_id,
+            object=spec.object,
+            meta_path=spec.meta_path,
+            app_id=heap.NO_APP_ID if prepared.app_id == heap.NO_APP_ID else heap.mask_app_id(prepared.app_id),
         )
         report.syncs.append(result)
-        run = _SyncRun(
-            prepared, result, transport=transport, slots=slots,
-            limiter=limiter if limiter.active else None, options=options, clock=clock, abort=abort,
-        )  # fmt: skip
-        started = time.perf_counter()
-        await _run_one(prepared, reader, run, state=state, options=options, progress=progress)
+        run = _SyncRun(prepared, result, ctx)
+        started = ctx.clock.monotonic()
+        await _run_one(ctx, run)
         report.warnings += run.notes
-        result.seconds = time.perf_counter() - started
+        result.seconds = ctx.clock.monotonic() - started
 
 
 def run_sync(
@@ -434,27 +358,28 @@ def run_sync(
     transport: Transport | None = None,
     clock: Clock | None = None,
     progress: ProgressFn | None = None,
+    reader_factory: ReaderFactory = open_reader,
 ) -> SyncReport:
     """Run ``heap-dbt sync``: validate everything, then send, and write the results file.
 
     Never exits the process. Raises ConfigError (nothing was sent) for any configuration
     problem, StateError for an unusable state; row-level problems go into the report.
+    ``transport``, ``clock`` and ``reader_factory`` are for tests and embedding.
     """
-    report = SyncReport(
-        dry_run=options.dry_run, full_refresh=options.full_refresh, started_at=dt.datetime.now(dt.UTC)
-    )
+    clock = clock or SystemClock()
+    report = SyncReport(dry_run=options.dry_run, full_refresh=options.full_refresh, started_at=_utc(clock))
     url = base_url(options)  # a plain http URL to another host is refused before anything is read
     paths, manifest, specs, problems = plan_specs(options)
     run_results = load_run_results(paths.target_path / "run_results.json")
     run_args = run_results.args if run_results else {}
     if not specs and not problems:
-        report.finished_at = dt.datetime.now(dt.UTC)
+        report.finished_at = _utc(clock)
         report.write(paths.target_path)
         return report
     target = resolve_target(
         paths, profiles_dir=options.profiles_dir, target=options.target, run_args=run_args, env=options.env
     )
-    reader = open_reader(
+    reader = reader_factory(
         target,
         project_dir=paths.project_dir,
         writable=not options.dry_run,
@@ -487,13 +412,16 @@ def run_sync(
                         f"dbt reported {name} as {status} in {when}; its table may be stale. "
                         f"Rebuild it first (`dbt run -s +{name}`)."
                     )
-        clk = clock or SystemClock()
+        per_identity = options.events_per_identity_per_minute
+        limiter = EventRateLimiter(per_app=options.events_per_minute, per_identity=per_identity, clock=clock)
 
         async def main() -> None:
             async def go(http: Transport | None) -> None:
-                await _run_async(
-                    plan, reader, report, options, state=state, transport=http, clock=clk, progress=progress
-                )
+                ctx = _Context(
+                    reader, state, options, clock, progress, http, asyncio.Semaphore(options.concurrency),
+                    limiter if limiter.active else None, Cancellation(),
+                )  # fmt: skip
+                await _run_all(ctx, plan, report)
 
             if options.dry_run or transport is not None:
                 await go(transport)
@@ -508,9 +436,13 @@ def run_sync(
         asyncio.run(main())
     finally:
         reader.close()
-    report.finished_at = dt.datetime.now(dt.UTC)
+    report.finished_at = _utc(clock)
     report.write(paths.target_path)
     return report
+
+
+def _utc(clock: Clock) -> dt.datetime:
+    return dt.datetime.fromtimestamp(clock.time(), dt.UTC)
 
 
 def _state_path(options: SyncOptions, paths: ProjectPaths) -> Path | None:
@@ -522,7 +454,7 @@ def _state_path(options: SyncOptions, paths: ProjectPaths) -> Path | None:
     return path
 
 
-def read_history(options: SyncOptions, *, limit: int) -> list[dict[str, Any]]:
+def read_history(options: SyncOptions, *, limit: int) -> list[RunRecord]:
     """The last ``limit`` runs from the run log, newest first."""
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
     run_results = load_run_results(paths.target_path / "run_results.json")
@@ -533,6 +465,6 @@ def read_history(options: SyncOptions, *, limit: int) -> list[dict[str, Any]]:
     reader = open_reader(target, project_dir=paths.project_dir, state_path=_state_path(options, paths))
     try:
         state = reader.state(schema=options.state_schema, writable=False)
-        return rows_as_dicts(state.history(limit=limit)) if state is not None else []
+        return state.history(limit=limit) if state is not None else []
     finally:
         reader.close()

@@ -1,14 +1,23 @@
 """The one exception tree of heap-dbt, grouped by what the caller should do.
 
-    HeapDbtError                  root; str(exc) is one sentence a user can act on
-    ├── ConfigError               bad meta, flag, profile or environment      -> exit 2
-    ├── ManifestError             manifest.json missing, unreadable or too new -> exit 2
-    ├── WarehouseError            the warehouse could not be opened or read    -> exit 2
-    │   └── OutOfMemoryError      DuckDB needed more memory: a sync that sent nothing is retried
-    ├── StateError                sync state corrupt, too new, or locked       -> exit 2
-    └── HeapAPIError              Heap answered in a way that stops a request
-        ├── RetriableAPIError     429, 5xx, connection error, timeout: retried
+    HeapDbtError                  root; str(exc) is one sentence a user can act on    exit 2
+    ├── ConfigError               bad meta, flag, profile or environment              exit 2
+    ├── ManifestError             manifest.json or run_results.json unusable          exit 2
+    ├── WarehouseError            the warehouse could not be opened or read           exit 2
+    │   ├── MissingRelationError  a model's table does not exist (.relation)
+    │   ├── LockedError           another process holds the DuckDB file's lock
+    │   └── OutOfMemoryError      DuckDB needed more memory than it was given
+    ├── StateError                sync state corrupt, too new, or locked              exit 2
+    └── HeapAPIError              Heap did not accept a request (.status)             exit 1
+        ├── RetriableAPIError     429, 5xx, 408, connection error, timeout (.retry_after)
+        ├── RefusedBatchError     400, 413, 422: some record is bad; the batch is bisected
         └── FatalAPIError         401, 403, 404 and other 4xx: the run stops sending
+
+``exit_code`` is the code of the process when the error ends it. Raised before anything is
+sent, every error ends the run. Raised while a sync runs, a WarehouseError or StateError
+ends only that sync: it is recorded in the report with the rows it read, and the report's
+exit code (1) stands. HeapAPIErrors never leave the sender (``heap_dbt.sender``): they
+decide what happens to a batch, whose rows the report then counts.
 
 A row that Heap or our own checks refuse is not an exception: it is data, and it goes
 into the report with its key and reason.
@@ -48,6 +57,18 @@ class WarehouseError(HeapDbtError):
     """Raised when the warehouse cannot be opened or a model cannot be read."""
 
 
+class MissingRelationError(WarehouseError):
+    """Raised when a model's table does not exist in the warehouse (the model was never built)."""
+
+    def __init__(self, message: str, *, relation: str) -> None:
+        self.relation = relation
+        super().__init__(message)
+
+
+class LockedError(WarehouseError):
+    """Raised when another process (a sync, or dbt) holds the lock of a DuckDB file heap-dbt needs."""
+
+
 class OutOfMemoryError(WarehouseError):
     """Raised when DuckDB ran out of the memory heap-dbt gave it (it aborts the transaction)."""
 
@@ -57,7 +78,12 @@ class StateError(HeapDbtError):
 
 
 class HeapAPIError(HeapDbtError):
-    """Raised for a Heap response that is not a success."""
+    """Raised for a Heap response (or its absence) that is not a success.
+
+    ``status`` is the HTTP status, or None when no response arrived.
+    """
+
+    exit_code = 1
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
@@ -65,11 +91,18 @@ class HeapAPIError(HeapDbtError):
 
 
 class RetriableAPIError(HeapAPIError):
-    """Raised for 429, 5xx, connection errors and timeouts; worth another attempt."""
+    """Raised for 429, 5xx, 408, connection errors and timeouts; worth another attempt.
+
+    ``retry_after`` is the wait in seconds that Heap asked for, if it did.
+    """
 
     def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message, status=status)
+
+
+class RefusedBatchError(HeapAPIError):
+    """Raised for 400, 413 and 422: a record in the batch is bad, or the body is too large."""
 
 
 class FatalAPIError(HeapAPIError):

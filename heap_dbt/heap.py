@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 
+from heap_dbt.errors import FatalAPIError, RefusedBatchError, RetriableAPIError
+
 if TYPE_CHECKING:
     from heap_dbt.config import ObjectType
 
@@ -20,6 +22,7 @@ US_BASE_URL = "https://heapanalytics.com"
 EU_BASE_URL = "https://c.eu.heap-api.com"
 MAX_ITEMS_PER_REQUEST = 1000  # Heap's bulk limit for events, users and accounts
 MAX_BODY_BYTES = 4 * 1024 * 1024  # Heap publishes no limit; stay well under common proxy caps
+NO_APP_ID = "<app_id>"  # stands in for the app_id in a dry run's sample when none was given
 
 ENDPOINTS: dict[str, tuple[str, str]] = {
     "user": ("/api/add_user_properties", "users"),
@@ -28,11 +31,39 @@ ENDPOINTS: dict[str, tuple[str, str]] = {
 }
 
 
+@dataclass(frozen=True)
+class HeapResponse:
+    """Heap's answer to one request, as the transport saw it."""
+
+    status: int
+    text: str
+    retry_after: str | None
+
+
 def body_frame(obj: ObjectType, app_id: str) -> tuple[bytes, bytes]:
     """The bytes that go before and after the comma-joined records of a bulk body."""
     _, array = ENDPOINTS[obj]
     prefix = json.dumps({"app_id": app_id})[:-1] + f', "{array}": ['
     return prefix.encode(), b"]}"
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Where the records of one object go, and the bytes around them in each body."""
+
+    path: str
+    prefix: bytes
+    suffix: bytes
+    app_id: str
+    """Masked wherever Heap's error text echoes it."""
+
+    @classmethod
+    def of(cls, obj: ObjectType, app_id: str) -> Frame:
+        prefix, suffix = body_frame(obj, app_id)
+        return cls(ENDPOINTS[obj][0], prefix, suffix, app_id)
+
+    def body(self, records: bytes | memoryview) -> bytes:
+        return b"".join((self.prefix, records, self.suffix))
 
 
 class Outcome(enum.Enum):
@@ -53,6 +84,23 @@ def classify(status: int) -> Outcome:
     if status in (400, 413, 422):
         return Outcome.SPLIT
     return Outcome.FATAL
+
+
+def check(response: HeapResponse, *, now: float, secret: str | None = None) -> None:
+    """Return for a 2xx; else raise the HeapAPIError that ``response`` means.
+
+    ``now`` is the wall-clock time (epoch seconds), for a Retry-After given as a date.
+    """
+    outcome = classify(response.status)
+    if outcome is Outcome.DELIVERED:
+        return
+    reason = f"HTTP {response.status}: {error_excerpt(response.text, secret=secret) or 'no message'}"
+    if outcome is Outcome.RETRY:
+        wait = parse_retry_after(response.retry_after, now=now)
+        raise RetriableAPIError(reason, status=response.status, retry_after=wait)
+    if outcome is Outcome.SPLIT:
+        raise RefusedBatchError(reason, status=response.status)
+    raise FatalAPIError(reason, status=response.status)
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:

@@ -103,7 +103,6 @@ class RunResults:
     """What the last dbt invocation ran, and with which arguments."""
 
     invocation_id: str | None
-    which: str | None
     args: dict[str, Any]
     statuses: dict[str, str]
 
@@ -175,7 +174,6 @@ def load_run_results(path: Path) -> RunResults | None:
         return None
     return RunResults(
         invocation_id=doc.metadata.invocation_id,
-        which=doc.args.get("which"),
         args=doc.args,
         statuses={r.unique_id: r.status for r in doc.results},
     )

@@ -12,14 +12,13 @@ from pathlib import Path
 
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
-from heap_dbt.errors import ConfigError
+from heap_dbt.errors import ConfigError, MissingRelationError
 from heap_dbt.manifest import Manifest, load_manifest, select_models
 from heap_dbt.profiles import ProjectPaths, resolve_project
 from heap_dbt.urls import check_url
-from heap_dbt.warehouse import Column, MissingRelationError, WarehouseReader
+from heap_dbt.warehouse import Column, WarehouseReader
 
 OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
-NO_APP_ID = "<app_id>"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +47,8 @@ class SyncOptions:
     state_schema: str = "heap_dbt"
     memory_limit: str | None = None
     """DuckDB's memory limit, kept as given; None: HEAP_DBT_MEMORY_LIMIT, else sized per sync."""
+    arrow_batch_rows: int = 10_000
+    """Rows per Arrow batch read from the warehouse: the unit of reading, rejecting and framing."""
     env: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -141,6 +142,6 @@ def prepare(
         if len(problems) > found:
             continue
         query = sql.record_query(resolved, columns, model_label=spec.label)
-        prepared.append(Prepared(resolved, app_id or NO_APP_ID, query, columns))
+        prepared.append(Prepared(resolved, app_id or heap.NO_APP_ID, query, columns))
     prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
     return prepared

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-
-class Clock(Protocol):
-    """Time as the limiter and the retry loop see it; tests pass a fake that never sleeps."""
-
-    def monotonic(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+if TYPE_CHECKING:
+    from heap_dbt.clock import Clock
 
 
 class SlidingWindow:
@@ -55,10 +41,6 @@ class SlidingWindow:
     def record(self, n: int, now: float) -> None:
         self._log.append((now, n))
         self._used += n
-
-    @property
-    def idle(self) -> bool:
-        return not self._log
 
 
 class IdentityWindows:

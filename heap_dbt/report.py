@@ -1,6 +1,7 @@
 """The sync report: counts per sync, rejected rows, the results file, and how they are shown.
 
-This is the only module that formats output for people or for JSON.
+This is the only module that formats output for people or for JSON: the sync summary, and
+the tables of ``heap-dbt ls`` and ``heap-dbt history``.
 """
 
 from __future__ import annotations
@@ -8,14 +9,24 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import msgspec
 
+from heap_dbt import heap, sql
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from heap_dbt.config import SyncSpec
+    from heap_dbt.state import RunRecord
+
 REPORT_VERSION = 1
 RESULTS_FILE = "heap_sync_results.json"
+SAMPLE_RECORDS = 3
 
 
 @dataclass
@@ -185,4 +196,90 @@ class SyncReport:
             f"{totals['would_send'] if self.dry_run else totals['sent']:,}, "
             f"unchanged {totals['unchanged']:,}, rejected {totals['rejected']:,}, "
             f"failed {totals['failed']:,}, removed {totals['removed']:,}.\n"
+        )
+
+
+def take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
+    """The first few records as the body Heap would get, app_id masked, for a dry run's report."""
+    _, array = heap.ENDPOINTS[obj]
+    sep = len(sql.SEPARATOR)
+    items = [msgspec.json.decode(r[:-sep]) for r in records.slice(0, SAMPLE_RECORDS).to_pylist()]
+    shown = app_id if app_id == heap.NO_APP_ID else heap.mask_app_id(app_id)
+    return [{"app_id": shown, array: items}]
+
+
+# --- heap-dbt ls ------------------------------------------------------------------------------
+
+
+def spec_as_dict(spec: SyncSpec) -> dict[str, Any]:
+    """One declared sync, as ``heap-dbt ls --json`` shows it."""
+    return {
+        "model": spec.model.name,
+        "meta_path": spec.meta_path,
+        "object": spec.object,
+        "key": spec.key,
+        "properties": spec.fields if spec.fields is not None else "all other columns",
+        **({"identity": spec.identity} if spec.identity else {}),
+        **({"event_name": spec.event_name} if spec.event_name else {}),
+        **({"event_name_column": spec.event_name_column} if spec.event_name_column else {}),
+        **({"timestamp": spec.timestamp} if spec.timestamp else {}),
+    }
+
+
+def specs_json(specs: Sequence[SyncSpec], problems: list[str]) -> bytes:
+    return msgspec.json.encode({"syncs": [spec_as_dict(s) for s in specs], "problems": problems})
+
+
+def render_specs(specs: Sequence[SyncSpec], out: TextIO) -> None:
+    """One line per declared sync: model, object, key and the property mapping."""
+    for s in specs:
+        row = spec_as_dict(s)
+        props = row["properties"]
+        shown = (
+            ", ".join(f"{k}<-{v}" if k != v else k for k, v in props.items())
+            if isinstance(props, dict)
+            else props
+        )
+        out.write(f"{row['model']:<24} {row['object']:<8} key={row['key']:<16} {shown}\n")
+    if not specs:
+        out.write("No model in the manifest declares `meta.heap`.\n")
+
+
+# --- heap-dbt history -------------------------------------------------------------------------
+
+
+def run_as_dict(r: RunRecord) -> dict[str, Any]:
+    """One run of the run log, as ``heap-dbt history --json`` shows it (times in UTC)."""
+    return {
+        "run_id": r.run_id,
+        "model": r.model,
+        "object": r.object,
+        "meta_path": r.meta_path,
+        "app_id": r.app_id,
+        "full_refresh": r.full_refresh,
+        "started_at": r.started_at.isoformat() + "Z" if r.started_at else None,
+        "finished_at": r.finished_at.isoformat() + "Z" if r.finished_at else None,
+        **r.counts,
+        "outcome": r.outcome,
+    }
+
+
+def history_json(runs: Sequence[RunRecord]) -> bytes:
+    return msgspec.json.encode({"runs": [run_as_dict(r) for r in runs]})
+
+
+def render_history(runs: Sequence[RunRecord], out: TextIO) -> None:
+    """One line per run, newest first."""
+    if not runs:
+        out.write("No sync has run yet.\n")
+        return
+    for run in runs:
+        r = run_as_dict(run)
+        finished = (r["finished_at"] or "-")[:19]
+        out.write(
+            f"#{r['run_id']:<5} {r['started_at'][:19]}  {finished:<19}  {r['model']:<22} {r['object']:<7} "
+            f"{r['outcome']:<11} read {r['read']:,}  sent {r['sent']:,}  unchanged {r['unchanged']:,}  "
+            f"rejected {r['rejected']:,}  failed {r['failed']:,}  removed {r['removed']:,}"
+            + ("  (full refresh)" if r["full_refresh"] else "")
+            + "\n"
         )

@@ -7,21 +7,16 @@ send (an unchanged model) never pays the 0.2 s that takes.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from heap_dbt.errors import RetriableAPIError
+from heap_dbt.heap import HeapResponse
 
 if TYPE_CHECKING:
     import aiohttp
 
-
-@dataclass(frozen=True)
-class HeapResponse:
-    status: int
-    text: str
-    retry_after: str | None
+__all__ = ["AiohttpTransport", "HeapResponse", "Transport"]
 
 
 class Transport(Protocol):

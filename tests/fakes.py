@@ -14,14 +14,19 @@ Answer = int | HeapResponse | BaseException
 
 
 class FakeClock:
-    """``monotonic()`` is a float that only moves when ``sleep`` or ``advance`` moves it."""
+    """``monotonic()`` is a float that only moves when ``sleep`` or ``advance`` moves it;
+    ``time()`` is the wall clock, ``wall`` seconds since the epoch at the start, moving with it."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, *, wall: float = 1_700_000_000.0) -> None:
         self.now = start
+        self._wall_offset = wall - start
         self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.now + self._wall_offset
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)

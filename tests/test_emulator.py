@@ -19,8 +19,8 @@ import pytest
 
 from heap_dbt.emulator import (
     HeapEmulator,
+    KeyedRateWindow,
     RunningEmulator,
-    SlidingWindow,
     main,
     run_in_thread,
     serve,
@@ -687,7 +687,7 @@ def test_events_per_identity_limit_answers_429() -> None:
 
 
 def test_sliding_window_reports_when_capacity_frees() -> None:
-    window = SlidingWindow(10)
+    window = KeyedRateWindow(10)
     window.add("app", 4, now=0.0)
     window.add("app", 6, now=30.0)
 

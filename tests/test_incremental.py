@@ -366,10 +366,14 @@ def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
                 raise WarehouseError("The warehouse query failed: connection lost (test)")
             yield batch
 
-    monkeypatch.setattr(engine, "ARROW_BATCH_ROWS", 10)
     monkeypatch.setattr(DuckDBReader, "stream", failing_stream)
     options = engine.SyncOptions(
-        project_dir=inc, select=["inc_users"], app_id=APP_ID, base_url=emulator.url, env=clean_env()
+        project_dir=inc,
+        select=["inc_users"],
+        app_id=APP_ID,
+        base_url=emulator.url,
+        env=clean_env(),
+        arrow_batch_rows=10,
     )
     first = engine.run_sync(options).syncs[0]
     monkeypatch.undo()
@@ -386,28 +390,29 @@ def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
     assert keys == [(100, 100)]  # one row per key: the failed run compacted what it recorded
 
 
-def test_out_of_memory_before_anything_is_sent_starts_the_sync_again_with_more(
-    inc: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_out_of_memory_before_anything_is_sent_starts_the_sync_again_with_more(inc: Path) -> None:
     """DuckDB's memory need is not smooth: a sync that runs out before its first batch starts over."""
+    import functools
+
     from heap_dbt import engine
-    from heap_dbt.warehouse import duckdb as warehouse_duckdb
+    from heap_dbt.warehouse.duckdb import DuckDBReader, Sizing
 
     rebuild(inc, n=300_000)
     # A limit far too small for counting 300,000 distinct keys (that needs about 16 MB).
-    monkeypatch.setattr(warehouse_duckdb, "DEFAULT_MEMORY_LIMIT", "6MB")
-    monkeypatch.setattr(warehouse_duckdb, "SCAN_MEMORY_BASE", 0)
-    monkeypatch.setattr(warehouse_duckdb, "SCAN_MEMORY_PER_COLUMN", 1)
+    tiny = Sizing(default_limit="6MB", scan_base=0, scan_per_column=1)
     options = engine.SyncOptions(project_dir=inc, select=["inc_users"], dry_run=True, env=clean_env())
 
-    report = engine.run_sync(options)
+    def opener(sizing: Sizing) -> Any:
+        return functools.partial(DuckDBReader.from_target, sizing=sizing)
+
+    report = engine.run_sync(options, reader_factory=opener(tiny))
 
     (users,) = report.syncs
     assert users.error is None
     assert (users.read, users.would_send, users.rejected) == (300_000, 300_000, 0)
     assert any("DuckDB ran out of memory" in w and "--memory-limit" in w for w in report.warnings)
 
-    monkeypatch.setattr(warehouse_duckdb, "MAX_GROWTH", 1)  # no room to grow: the error is reported
-    (users,) = engine.run_sync(options).syncs
+    no_room = Sizing(default_limit="6MB", scan_base=0, scan_per_column=1, max_growth=1)
+    (users,) = engine.run_sync(options, reader_factory=opener(no_room)).syncs  # the error is reported
     assert users.error is not None and "Out of Memory" in users.error
     assert users.read == users.would_send == 0

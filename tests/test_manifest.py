@@ -204,7 +204,11 @@ def test_run_results_are_read(tmp_path: Path) -> None:
     )
     results = load_run_results(path)
     assert results is not None
-    assert (results.invocation_id, results.which, results.args["target"]) == ("inv-9", "build", "prod")
+    assert (results.invocation_id, results.args["which"], results.args["target"]) == (
+        "inv-9",
+        "build",
+        "prod",
+    )
     assert results.statuses == {"model.demo.a": "success", "model.demo.b": "error"}
 
 

@@ -44,14 +44,6 @@ def test_wait_time(log: list[tuple[float, int]], n: int, now: float, wait: float
     assert window.wait_time(n, now) == pytest.approx(wait)
 
 
-def test_window_goes_idle_after_a_minute() -> None:
-    window = SlidingWindow(10)
-    window.record(4, 0.0)
-    assert not window.idle
-    window.wait_time(0, 60.0)
-    assert window.idle
-
-
 # --- EventRateLimiter -----------------------------------------------------------------------------
 
 

@@ -8,15 +8,13 @@ import duckdb
 import pytest
 
 from heap_dbt.errors import WarehouseError
-from heap_dbt.warehouse.duckdb import (
-    DEFAULT_MEMORY_LIMIT,
-    MB,
-    PIPELINE_MEMORY_BASE,
-    SCAN_MEMORY_BASE,
-    SCAN_MEMORY_PER_COLUMN,
-    DuckDBReader,
-    size_bytes,
-)
+from heap_dbt.warehouse.duckdb import DuckDBReader
+from heap_dbt.warehouse.duckdb.memory import DEFAULT_SIZING, MB, size_bytes
+
+DEFAULT_MEMORY_LIMIT = DEFAULT_SIZING.default_limit
+PIPELINE_MEMORY_BASE = DEFAULT_SIZING.pipeline_base
+SCAN_MEMORY_BASE = DEFAULT_SIZING.scan_base
+SCAN_MEMORY_PER_COLUMN = DEFAULT_SIZING.scan_per_column
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""The warehouse seam: one small protocol, one module per engine.
+"""The warehouse seam: one small protocol, one package per engine.
 
-Each engine turns a dbt target into a ``WarehouseReader`` that describes relations and
-streams the rows of a query as bounded Arrow record batches. SQL is generated elsewhere
-(``heap_dbt.sql``) from the engine's ``dialect`` name.
+Each engine package (``heap_dbt.warehouse.duckdb``) turns a dbt target into a
+``WarehouseReader`` that describes relations, streams the rows of a query as bounded Arrow
+record batches, and opens the engine's ``StateStore`` (``heap_dbt.state``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from heap_dbt.profiles import Target
-    from heap_dbt.state import DuckDBState
+    from heap_dbt.state import StateStore
 
 Kind = Literal[
     "string", "integer", "float", "decimal", "boolean", "date", "timestamp",
@@ -43,14 +43,8 @@ class Column:
     type: ColumnType
 
 
-class MissingRelationError(Exception):
-    """The relation does not exist in the warehouse (the model was never built)."""
-
-
 class WarehouseReader(Protocol):
-    """What the engine needs from a warehouse."""
-
-    dialect: str
+    """What the engine needs from a warehouse; errors are WarehouseErrors (``heap_dbt.errors``)."""
 
     def columns(self, relation: str) -> list[Column]:
         """The columns of ``relation``; raises MissingRelationError if it does not exist."""
@@ -82,11 +76,25 @@ class WarehouseReader(Protocol):
         """Run the queries inside the block on one consistent snapshot."""
         ...
 
-    def state(self, *, schema: str, writable: bool) -> DuckDBState | None:
+    def state(self, *, schema: str, writable: bool) -> StateStore | None:
         """Where heap-dbt keeps its sync state for this warehouse."""
         ...
 
     def close(self) -> None: ...
+
+
+class ReaderFactory(Protocol):
+    """``open_reader``'s signature, for callers that open readers their own way (tests, embedding)."""
+
+    def __call__(
+        self,
+        target: Target,
+        *,
+        project_dir: Path,
+        writable: bool = False,
+        state_path: Path | None = None,
+        memory_limit: str | None = None,
+    ) -> WarehouseReader: ...
 
 
 def open_reader(

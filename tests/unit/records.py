@@ -19,7 +19,7 @@ from heap_dbt import sql
 from heap_dbt.config import parse_specs, resolve_columns
 from heap_dbt.manifest import ModelNode
 from heap_dbt.warehouse import Column
-from heap_dbt.warehouse.duckdb import column_type
+from heap_dbt.warehouse.duckdb.reader import column_type
 
 USER = {"object": "user", "key": "id"}
 
