@@ -92,3 +92,13 @@ def emulator() -> Iterator[RunningEmulator]:
     """A fresh local Heap emulator on loopback."""
     with run_in_thread() as running:
         yield running
+
+
+INTEGRATION = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/integration/ is an integration test (``-m "not integration"`` skips it)."""
+    for item in items:
+        if INTEGRATION in item.path.parents:
+            item.add_marker(pytest.mark.integration)

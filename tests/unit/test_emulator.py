@@ -34,7 +34,7 @@ from heap_dbt.emulator_payloads import (
     parse_request,
 )
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class FakeClock:
