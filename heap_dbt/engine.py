@@ -168,7 +168,7 @@ async def _stream(ctx: _Context, run: _SyncRun, query: sql.RecordQuery) -> int:
                 if not result.sample and len(rows):
                     result.sample = take_sample(rows.records, run.prepared.app_id, run.spec.object)
             elif len(rows):
-                limits = {"max_items": run.batch_limit, "max_bytes": heap.MAX_BODY_BYTES}
+                limits = {"max_items": run.batch_limit, "max_bytes": run.frame.room}
                 for start, end in request_bounds(rows.records, **limits):
                     await ctx.slots.acquire()
                     task = asyncio.create_task(run.send_in_slot(rows.slice(start, end - start), ctx.slots))

@@ -62,6 +62,11 @@ class Frame:
         prefix, suffix = body_frame(obj, app_id)
         return cls(ENDPOINTS[obj][0], prefix, suffix, app_id)
 
+    @property
+    def room(self) -> int:
+        """Bytes left for the joined records of one body within MAX_BODY_BYTES."""
+        return MAX_BODY_BYTES - len(self.prefix) - len(self.suffix)
+
     def body(self, records: bytes | memoryview) -> bytes:
         return b"".join((self.prefix, records, self.suffix))
 
