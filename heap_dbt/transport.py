@@ -10,7 +10,7 @@ import asyncio
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
-from heap_dbt.errors import RetriableAPIError
+from heap_dbt.errors import FatalAPIError, RetriableAPIError
 from heap_dbt.heap import HeapResponse
 
 if TYPE_CHECKING:
@@ -20,7 +20,8 @@ __all__ = ["AiohttpTransport", "HeapResponse", "Transport"]
 
 
 class Transport(Protocol):
-    """Sends one request; raises RetriableAPIError on a connection error or timeout."""
+    """Sends one request; raises RetriableAPIError on a connection error or timeout, and
+    FatalAPIError when the server's TLS certificate cannot be verified (no retry fixes that)."""
 
     async def post(self, path: str, body: bytes) -> HeapResponse: ...
 
@@ -74,5 +75,10 @@ class AiohttpTransport:
                 return HeapResponse(resp.status, text, resp.headers.get("Retry-After"))
         except TimeoutError as exc:
             raise RetriableAPIError(f"no answer from Heap within {self._timeout:g} s") from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise FatalAPIError(
+                f"the TLS certificate of {self._base_url} could not be verified ({exc.certificate_error}); "
+                "check HEAP_BASE_URL, or install the CA that signed the server's certificate"
+            ) from exc
         except aiohttp.ClientError as exc:
             raise RetriableAPIError(f"connection error: {type(exc).__name__}: {exc}") from exc

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from heap_dbt.errors import RetriableAPIError
+from heap_dbt.errors import FatalAPIError
 from heap_dbt.transport import AiohttpTransport
 
 pytestmark = pytest.mark.integration
@@ -51,9 +51,9 @@ async def self_signed_server(tmp_path: Path) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def test_a_certificate_no_ca_signed_is_refused(self_signed_server: str) -> None:
+async def test_a_certificate_no_ca_signed_is_refused_without_retrying(self_signed_server: str) -> None:
     async with AiohttpTransport(self_signed_server, concurrency=1, timeout=10) as transport:
-        with pytest.raises(RetriableAPIError, match="certificate verify failed"):
+        with pytest.raises(FatalAPIError, match=r"certificate verify failed.*install the CA"):
             await transport.post("/api/track", b"{}")
 
 
