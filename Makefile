@@ -13,7 +13,7 @@ SAMPLE := sample_dbt_project
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
 	@echo "make test   - install everything and run the whole test suite"
-	@echo "make lint   - ruff and mypy"
+	@echo "make lint   - ruff check, ruff format --check, mypy --strict (heap_dbt, benchmarks)"
 	@echo "make bench  - the performance benchmark (not part of CI)"
 	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
 
@@ -51,6 +51,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check heap_dbt tests benchmarks
+	$(BIN)/ruff format --check heap_dbt tests benchmarks
 	$(BIN)/mypy
 
 bench: $(STAMP)
