@@ -539,3 +539,39 @@ def test_two_event_blocks_of_one_model_have_distinct_sync_ids() -> None:
     assert problems == []
     first, second = specs
     assert first.sync_id("111") != second.sync_id("111")
+
+
+# --- unknown options: "did you mean" for a misspelling or a name borrowed from elsewhere ----------
+
+USER_BY_EMAIL = {"object": "user", "key": "email"}
+
+
+@pytest.mark.parametrize(
+    ("base", "option", "suggestion"),
+    [
+        pytest.param(USER_BY_EMAIL, "propertes", "fields", id="propertes-fields"),
+        pytest.param(USER_BY_EMAIL, "properties", "fields", id="heap-word-properties"),
+        pytest.param(USER_BY_EMAIL, "columns", "fields", id="columns"),
+        pytest.param(USER_BY_EMAIL, "feilds", "fields", id="feilds"),
+        pytest.param(USER_BY_EMAIL, "objet", "object", id="objet"),
+        pytest.param(USER_BY_EMAIL, "type", "object", id="type"),
+        pytest.param(USER_BY_EMAIL, "app-id", "app_id", id="app-id"),
+        pytest.param(USER_BY_EMAIL, "truncated", "truncate", id="truncated"),
+        pytest.param(USER_BY_EMAIL, "behaviour", "behavior", id="behaviour"),
+        pytest.param(EVENT, "idenity", "identity", id="idenity"),
+        pytest.param(EVENT, "timestmp", "timestamp", id="timestmp"),
+        pytest.param(EVENT, "event", "event_name", id="event"),
+    ],
+)
+def test_an_unknown_option_names_the_one_meant(base: dict[str, Any], option: str, suggestion: str) -> None:
+    _, (problem,) = parse({**base, option: "x"})
+
+    head = at(f"config.meta.heap.{option}: unknown option")
+    assert problem.startswith(f"{head} (did you mean {suggestion!r}?); allowed: ")
+
+
+@pytest.mark.parametrize("option", ["colour", "zzz", "idenity"])
+def test_no_suggestion_when_nothing_is_close(option: str) -> None:
+    _, (problem,) = parse({**USER_BY_EMAIL, option: "x"})  # idenity: identity is an event option only
+
+    assert "did you mean" not in problem and "unknown option; allowed: " in problem

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import urllib.error
@@ -840,3 +841,18 @@ def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> N
             process.stderr.close()
 
     assert json.loads(state_file.read_text())["accounts"] == {"1": {"acme-co": {"seats": 12}}}
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_the_emulator_state_file_is_0600_even_when_it_replaces_a_0644_one(tmp_path: Path) -> None:
+    """It holds what was sent (identities, app_ids): the owner's only, like heap-dbt's own files."""
+    state_file = tmp_path / "heap_state.json"
+    state_file.write_text("{}")
+    state_file.chmod(0o644)
+    emulator = HeapEmulator(state_file=state_file)
+
+    emulator.write_state_file(force=True)
+
+    assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
+    assert set(json.loads(state_file.read_text())) >= {"users", "accounts", "events"}
+    assert [p.name for p in tmp_path.iterdir()] == [state_file.name]

@@ -1,7 +1,8 @@
-"""The DuckDB reader on real DuckDB files: memory sizes, sizing for wide models, errors mid-stream."""
+"""The DuckDB reader on real DuckDB files: memory sizing, wide models, errors mid-stream, file modes."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 import duckdb
@@ -143,3 +144,37 @@ def test_out_of_memory_says_how_to_raise_the_limit(database: Path) -> None:
     message = str(failure.value)
     assert "Out of Memory" in message and "--memory-limit" in message
     assert "Possible solutions" not in message  # DuckDB's advice names settings heap-dbt already picks
+
+
+# --- the state file: it holds row keys, so a file heap-dbt creates is the owner's only ----------
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_state_file_heap_dbt_creates_is_0600_in_a_0700_dir(database: Path, tmp_path: Path) -> None:
+    state_path = tmp_path / "state" / "heap_dbt_state.duckdb"
+
+    reader = DuckDBReader(database, writable=True, state_path=state_path)
+    try:
+        store = reader.state(schema="heap_dbt", writable=True)
+        assert store is not None
+        assert mode(state_path) == 0o600
+        assert mode(state_path.parent) == 0o700
+    finally:
+        reader.close()
+    assert mode(state_path) == 0o600
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_an_existing_state_file_keeps_the_mode_its_owner_gave_it(database: Path, tmp_path: Path) -> None:
+    state_path = tmp_path / "heap_dbt_state.duckdb"
+    duckdb.connect(str(state_path)).close()
+    state_path.chmod(0o640)
+
+    reader = DuckDBReader(database, writable=True, state_path=state_path)
+    reader.close()
+
+    assert mode(state_path) == 0o640
