@@ -1,0 +1,217 @@
+"""Planning a sync: the manifest's heap models, their checks against real DuckDB tables, app_id and URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from heap_dbt import heap
+from heap_dbt.config import SyncSpec, parse_specs
+from heap_dbt.errors import ConfigError
+from heap_dbt.manifest import ModelNode
+from heap_dbt.plan import SyncOptions, base_url, plan_specs, prepare, resolve_app_id
+from heap_dbt.warehouse.duckdb import DuckDBReader
+from tests.unit.test_manifest import node, write_manifest
+
+USER = {"object": "user", "key": "email"}
+ACCOUNT = {"object": "account", "key": "account_id"}
+EVENT = {"object": "event", "key": "id", "identity": "email", "event_name": "Signup", "timestamp": "at"}
+
+
+def project(tmp_path: Path, models: dict[str, Any]) -> Path:
+    """A dbt project dir whose target/manifest.json has one model per name (meta.heap given or None)."""
+    nodes = [node(name, meta={"heap": block} if block is not None else {}) for name, block in models.items()]
+    (tmp_path / "target").mkdir()
+    write_manifest(tmp_path / "target", nodes)
+    return tmp_path
+
+
+# --- plan_specs: the manifest alone --------------------------------------------------------------
+
+
+def test_plan_reads_every_heap_model_in_unique_id_order_and_skips_the_rest(tmp_path: Path) -> None:
+    root = project(tmp_path, {"users": USER, "plain": None, "accounts": ACCOUNT})
+
+    paths, manifest, found, problems = plan_specs(SyncOptions(project_dir=root))
+
+    assert paths.project_dir == root.resolve() and paths.target_path == root.resolve() / "target"
+    assert [s.model.name for s in found] == ["accounts", "users"]
+    assert problems == []
+    assert "model.demo.plain" in {m.unique_id for m in manifest.models.values()}
+
+
+def test_plan_keeps_only_the_selected_models(tmp_path: Path) -> None:
+    root = project(tmp_path, {"users": USER, "accounts": ACCOUNT})
+
+    _, _, selected, _ = plan_specs(SyncOptions(project_dir=root, select=["users"]))
+    _, _, rest, _ = plan_specs(SyncOptions(project_dir=root, exclude=["users"]))
+
+    assert [s.model.name for s in selected] == ["users"] and [s.model.name for s in rest] == ["accounts"]
+
+
+def test_plan_collects_every_bad_block_instead_of_stopping_at_the_first(tmp_path: Path) -> None:
+    root = project(tmp_path, {"users": {"object": "usr", "key": "email"}, "accounts": {"object": "account"}})
+
+    _, _, found, problems = plan_specs(SyncOptions(project_dir=root))
+
+    assert found == []
+    assert [p.split(",")[0] for p in problems] == ["model accounts", "model users"]
+
+
+def test_plan_finds_the_project_through_dbt_project_dir_and_the_target_path_flag(tmp_path: Path) -> None:
+    root = project(tmp_path, {"users": USER})
+    (root / "target").rename(root / "elsewhere")
+
+    paths, _, found, _ = plan_specs(
+        SyncOptions(target_path=Path("elsewhere"), env={"DBT_PROJECT_DIR": str(root)})
+    )
+
+    assert paths.target_path == root.resolve() / "elsewhere" and len(found) == 1
+
+
+# --- resolve_app_id and base_url -----------------------------------------------------------------
+
+
+def spec(name: str, block: dict[str, Any]) -> SyncSpec:
+    """The parsed sync of model ``name`` (table "dev"."main".<name>) with ``block`` as its meta.heap."""
+    model = ModelNode(
+        unique_id=f"model.demo.{name}", name=name, relation_name=f'"dev"."main"."{name}"',
+        materialized="table", meta={"heap": block}, tags=(), fqn=("demo", name),
+        original_file_path=f"models/{name}.sql",
+    )  # fmt: skip
+    problems: list[str] = []
+    (parsed,) = parse_specs([model], problems)
+    assert problems == []
+    return parsed
+
+
+def specs(models: dict[str, dict[str, Any]]) -> list[SyncSpec]:
+    return [spec(name, block) for name, block in models.items()]
+
+
+@pytest.mark.parametrize(
+    ("block", "flag", "env", "expected"),
+    [
+        pytest.param("111", "222", {"HEAP_APP_ID": "333"}, "111", id="the-block-wins"),
+        pytest.param(None, "222", {"HEAP_APP_ID": "333"}, "222", id="then-the-flag"),
+        pytest.param(None, None, {"HEAP_APP_ID": "333"}, "333", id="then-the-environment"),
+        pytest.param(None, None, {"HEAP_APP_ID": ""}, None, id="an-empty-variable-is-none"),
+        pytest.param(None, None, {}, None, id="none"),
+    ],
+)
+def test_app_id_comes_from_the_block_then_the_flag_then_heap_app_id(
+    block: str | None, flag: str | None, env: dict[str, str], expected: str | None
+) -> None:
+    users = spec("users", {**USER, **({"app_id": block} if block else {})})
+
+    assert resolve_app_id(users, SyncOptions(app_id=flag, env=env)) == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        pytest.param({}, heap.US_BASE_URL, id="us-by-default"),
+        pytest.param({"region": "EU"}, heap.EU_BASE_URL, id="eu-any-case"),
+        pytest.param({"region": "eu", "env": {"HEAP_BASE_URL": "http://127.0.0.1:8765"}}, "http://127.0.0.1:8765",
+                     id="heap-base-url-over-region"),
+        pytest.param({"base_url": "https://proxy.example.com", "env": {"HEAP_BASE_URL": "http://127.0.0.1:1"}},
+                     "https://proxy.example.com", id="the-option-over-heap-base-url"),
+    ],
+)  # fmt: skip
+def test_base_url(kwargs: dict[str, Any], expected: str) -> None:
+    assert base_url(SyncOptions(**kwargs)).rstrip("/") == expected
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"region": "ap"}, "Unknown --region 'ap'; use us or eu.", id="unknown-region"),
+        pytest.param({"base_url": "http://heap.example.com"}, "The base URL is http://heap.example.com",
+                     id="plain-http-option"),
+        pytest.param({"env": {"HEAP_BASE_URL": "ftp://x"}}, "HEAP_BASE_URL is not an http(s) URL",
+                     id="heap-base-url-not-http"),
+    ],
+)  # fmt: skip
+def test_a_base_url_heap_dbt_may_not_send_to_is_a_config_error_naming_it(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        base_url(SyncOptions(**kwargs))
+
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(message)
+
+
+# --- prepare: each spec against its table -------------------------------------------------------
+
+
+@pytest.fixture
+def reader(tmp_path: Path) -> Iterator[DuckDBReader]:
+    path = tmp_path / "dev.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE users AS SELECT 'a@x.com' AS email, 'pro' AS plan")
+        con.execute("CREATE TABLE accounts AS SELECT 'acme' AS account_id")
+        con.execute("CREATE TABLE events AS SELECT 1 AS id, 'a@x.com' AS email, TIMESTAMP '2024-01-01' AS at")
+        con.execute("CREATE TABLE bad_events AS SELECT 1 AS id, 'a@x.com' AS email, 'yesterday' AS at")
+    opened = DuckDBReader(path)
+    yield opened
+    opened.close()
+
+
+def test_prepare_orders_users_then_accounts_then_events_and_builds_each_query(reader: DuckDBReader) -> None:
+    chosen = specs({"events": EVENT, "accounts": ACCOUNT, "users": USER})
+    problems: list[str] = []
+
+    prepared = prepare(chosen, reader, SyncOptions(app_id="123"), problems)
+
+    assert problems == []
+    assert [(p.spec.object, p.spec.model.name, p.app_id) for p in prepared] == [
+        ("user", "users", "123"), ("account", "accounts", "123"), ("event", "events", "123"),
+    ]  # fmt: skip
+    (users, *_) = prepared
+    assert users.spec.properties == {"plan": "plan"}  # resolved against the table's columns
+    assert [c.name for c in users.columns] == ["email", "plan"]
+    assert users.query.sql and users.build(previous=None, duplicates_table=None, identities=False).sql
+
+
+def test_prepare_collects_every_problem_and_keeps_only_the_syncs_that_pass(reader: DuckDBReader) -> None:
+    chosen = specs({
+        "users": USER,
+        "gone": ACCOUNT,
+        "bad_events": EVENT,
+        "accounts": {**ACCOUNT, "fields": ["account_id", "nope"]},
+    })  # fmt: skip
+    problems: list[str] = []
+
+    prepared = prepare(chosen, reader, SyncOptions(app_id="123"), problems)
+
+    assert [p.spec.model.name for p in prepared] == ["users"]
+    assert problems[0].startswith(
+        'model gone, config.meta.heap: the table "dev"."main"."gone" does not exist; run'
+    )
+    assert problems[1] == (
+        "model bad_events, config.meta.heap.timestamp: column 'at' is VARCHAR; "
+        "cast it to a TIMESTAMP in the model."
+    )
+    assert problems[2].startswith("model accounts, config.meta.heap.fields") and "nope" in problems[2]
+    assert len(problems) == 3
+
+
+def test_prepare_without_an_app_id_is_a_problem_unless_a_dry_run(reader: DuckDBReader) -> None:
+    chosen = specs({"users": USER})
+    problems: list[str] = []
+
+    prepare(chosen, reader, SyncOptions(), problems)
+
+    assert problems == [
+        "model users, config.meta.heap: no Heap app_id; "
+        "pass --app-id, set HEAP_APP_ID, or set app_id in the block."
+    ]
+
+    dry: list[str] = []
+    (prepared,) = prepare(chosen, reader, SyncOptions(dry_run=True), dry)
+    assert dry == [] and prepared.app_id == heap.NO_APP_ID
