@@ -144,6 +144,7 @@ def test_full_refresh_resends_everything_and_rebuilds_the_state(inc: Path, emula
     assert counts(after["inc_users"], "sent", "unchanged") == (0, 100)
 
 
+@pytest.mark.timeout(180)  # three dbt runs and three syncs, each a process of its own
 def test_rejected_rows_are_tried_again_on_the_next_run(inc: Path, emulator: RunningEmulator) -> None:
     schema = inc / "models" / "inc" / "schema.yml"
     schema.write_text(

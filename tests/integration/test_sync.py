@@ -281,6 +281,7 @@ def test_rejections_are_counted_and_the_rest_is_delivered(
     assert "rejected key='e2'" in proc.stdout
 
 
+@pytest.mark.timeout(180)  # two dbt runs (the bad models, then with truncate) before the sync
 def test_truncate_true_cuts_long_values_and_counts_them(project: Path, emulator: RunningEmulator) -> None:
     add_bad_models(project)
     bad_project = project
@@ -470,8 +471,9 @@ WIDE_PAIRS = 100  # a string and an integer column each: 201 columns with the ke
 WIDE_ROWS = 250_000  # three DuckDB row groups, so more than one thread scans
 
 
+@pytest.mark.timeout(180)  # dbt builds 250,000 rows of 201 columns before the sync
 def test_a_wide_model_syncs_with_the_default_memory_limit(project: Path, emulator: RunningEmulator) -> None:
-    """About 1 MB per column and thread: far past the 64 MB default at 201 columns (was Out of Memory)."""
+    """About 1 MB per column and thread: far past the 64 MB default at 201 columns, which would run out."""
     columns = ",\n".join(
         f"case when i % 7 = {j % 7} then null else 'value ' || ((i * {j + 1}) % 100003) end as s{j}, "
         f"(i * {j + 3}) % 1000003 as n{j}"
