@@ -87,6 +87,7 @@ def counts(s: dict[str, Any], *names: str) -> tuple[int, ...]:
     return tuple(s[n] for n in names)
 
 
+@pytest.mark.timeout(180)  # four dbt invocations and four syncs, each a process of its own
 def test_only_changed_new_and_removed_rows_are_handled(inc: Path, emulator: RunningEmulator) -> None:
     first = sync(inc, emulator)
     assert counts(first["inc_users"], "read", "sent", "unchanged") == (100, 100, 0)
