@@ -125,19 +125,19 @@ class ThrottleBenchError(RuntimeError):
     """The project did not build or a sync did not deliver every event."""
 
 
-def write_project(root: Path, *, quick: bool) -> Path:
-    """Write and ``dbt run`` the three event models; return the project dir (also the profiles dir)."""
+def write_project(root: Path, *, quick: bool, scenarios: Sequence[Scenario] = SCENARIOS) -> Path:
+    """Write and ``dbt run`` the scenarios' event models; return the project dir (also the profiles dir)."""
     models = root / "models"
     models.mkdir(parents=True, exist_ok=True)
     (root / "dbt_project.yml").write_text(_DBT_PROJECT)
     (root / "profiles.yml").write_text(
         _PROFILES.format(path=json.dumps(str((root / "throttle.duckdb").resolve())))
     )
-    for s in SCENARIOS:
+    for s in scenarios:
         sql = _MODEL_SQL.format(identities=s.identities, rows=s.quick_rows if quick else s.rows)
         (models / f"{s.model}.sql").write_text(sql)
     (models / "schema.yml").write_text(
-        "version: 2\nmodels:\n" + "".join(_SCHEMA.format(model=s.model) for s in SCENARIOS)
+        "version: 2\nmodels:\n" + "".join(_SCHEMA.format(model=s.model) for s in scenarios)
     )
     cmd = [*dbt_command(), "run", "--project-dir", str(root), "--profiles-dir", str(root), "--quiet"]
     env = {**os.environ, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PARTIAL_PARSE": "false"}
@@ -191,9 +191,12 @@ def run_scenario(
     window: float,
     quick: bool,
     client: Sequence[str] | None = None,
-    extra_args: Sequence[str] = (),
+    window_flag: bool = False,
 ) -> Outcome:
-    """Sync ``scenario``'s model into a fresh emulator whose minute lasts ``window`` real seconds."""
+    """Sync ``scenario``'s model into a fresh emulator whose minute lasts ``window`` real seconds.
+
+    The window reaches heap-dbt as HEAP_DBT_RATE_WINDOW, or with ``window_flag`` as the hidden
+    ``--rate-window``."""
     expected = scenario.quick_rows if quick else scenario.rows
     scale = RATE_WINDOW_SECONDS / window
     with (
@@ -210,10 +213,12 @@ def run_scenario(
             "--state-path", str(Path(tmp) / "state.duckdb"), "--json",
             "--events-per-minute", str(scenario.per_app),
             "--events-per-identity-per-minute", str(scenario.per_identity),
-            *extra_args,
+            *(["--rate-window", repr(window)] if window_flag else []),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HEAP_", "DBT_"))}
-        env.update(HEAP_BASE_URL=heap.url, HEAP_APP_ID=APP_ID, HEAP_DBT_RATE_WINDOW=repr(window))
+        env.update(HEAP_BASE_URL=heap.url, HEAP_APP_ID=APP_ID)
+        if not window_flag:
+            env["HEAP_DBT_RATE_WINDOW"] = repr(window)
         started = time.perf_counter()
         done = subprocess.run(
             cmd, cwd=project, env=env, capture_output=True, text=True, check=False, timeout=600
