@@ -175,9 +175,19 @@ class EventRateLimiter:
         self._app = SlidingWindow(per_app, window=held) if per_app > 0 else None
         self._per_identity = per_identity
         self._identities = IdentityWindows(per_identity, window=held) if per_identity > 0 else None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
         self._finished = asyncio.Event()
         """Set whenever a permit is done: a request waiting on requests in flight looks again."""
+
+    def _on_this_loop(self) -> None:
+        """Asyncio's lock and event belong to one loop; each ``asyncio.run`` has its own, so a
+        limiter shared by runs one after the other gets fresh ones (the windows are kept)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop = loop
+            self._lock = asyncio.Lock()
+            self._finished = asyncio.Event()
 
     @property
     def active(self) -> bool:
@@ -203,6 +213,7 @@ class EventRateLimiter:
         if over_app or over_identity:
             raise ValueError(f"a request of {total} events exceeds a rate limit; cut it with max_batch()")
         counts = per_identity if self._identities is not None else {}
+        self._on_this_loop()
         async with self._lock:
             while True:
                 now = self._clock.monotonic()

@@ -465,3 +465,23 @@ async def test_a_scaled_window_is_held_with_its_own_guard() -> None:
     (await app.acquire(10, {})).done()
     (await app.acquire(1, {})).done()
     assert clock.sleeps == [pytest.approx(3.03)]
+
+
+def test_limits_shared_by_runs_one_after_the_other_keep_their_windows() -> None:
+    clock = FakeClock(start=0.0)
+    limits = RateLimits(events_per_minute=10, events_per_identity_per_minute=0, clock=clock)
+
+    async def run(sizes: list[int]) -> None:  # requests in flight at once, as in a sync
+        app = limits.for_app("111")
+
+        async def one(n: int) -> None:
+            permit = await app.acquire(n, {})
+            await asyncio.sleep(0)
+            permit.done()
+
+        await asyncio.gather(*(one(n) for n in sizes))
+
+    asyncio.run(run([6, 4, 5]))  # the third waits for the first two's answers, on this loop's event
+    clock.advance(HELD)  # the window is empty again
+    asyncio.run(run([10, 1]))  # a new loop: the 1 waits for the 10 to be answered, then a window
+    assert clock.sleeps == [pytest.approx(HELD), pytest.approx(HELD)]
