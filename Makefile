@@ -8,7 +8,7 @@ EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
 
-.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke clean
+.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint   - ruff check, ruff format --check, mypy --strict (heap_dbt, benchmarks)"
 	@echo "make bench  - the performance benchmark (not part of CI)"
 	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
+	@echo "make bench-throttle - event syncs against the emulator's rate limits (a minute in 3 s)"
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +66,9 @@ bench-wide: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke
+
+bench-throttle: $(STAMP)
+	$(PY) -m benchmarks.throttle --window 3
 
 clean:
 	rm -rf $(VENV) $(SAMPLE)/target $(SAMPLE)/logs $(SAMPLE)/*.duckdb .pytest_cache .mypy_cache .ruff_cache

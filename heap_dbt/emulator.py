@@ -3,10 +3,12 @@
 It validates requests the way Heap documents them (see ``heap-api.md``, and ``emulator_payloads``),
 stores what a real Heap environment keeps (last-write-wins properties, first-write-wins events per
 ``idempotency_key``), and can be told to fail: scripted statuses, random 500s, delays, rate limits,
-oversized bodies and dropped connections. It imports nothing from ``heap_dbt`` but
-``emulator_payloads`` so it can run on its own::
+oversized bodies and dropped connections. Rate limits count a request when it arrives, as Heap
+does, on a clock that ``time_scale`` can speed up so that tests need not wait real minutes. It
+imports nothing from ``heap_dbt`` but ``emulator_payloads`` so it can run on its own::
 
     python -m heap_dbt.emulator --port 8765 --state-file heap_state.json
+    python -m heap_dbt.emulator --events-per-minute 15000 --time-scale 20   # a minute in 3 s
     python -m heap_dbt.emulator show --url http://127.0.0.1:8765
 """
 
@@ -141,7 +143,12 @@ class KeyedRateWindow:
         return self.window
 
     def add(self, key: str, count: int, now: float) -> None:
-        self._prune(key, now).append((now, count))
+        """Log ``count`` events at ``now``, in time order even if a later arrival was logged first."""
+        hits = self._prune(key, now)
+        i = len(hits)
+        while i and hits[i - 1][0] > now:
+            i -= 1
+        hits.insert(i, (now, count))
 
     def _prune(self, key: str, now: float) -> deque[tuple[float, int]]:
         hits = self._hits.setdefault(key, deque())
@@ -174,10 +181,16 @@ class HeapEmulator:
         drop_connection_next: int = 0,
         drop_response_next: int = 0,
         time_fn: Callable[[], float] = time.monotonic,
+        time_scale: float = 1.0,
         state_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``time_scale``: Heap seconds per real second of ``time_fn``; at 20 a rate-limit minute
+        passes in 3 s, and Retry-After is given in real seconds (with decimals)."""
+        if not (time_scale > 0 and math.isfinite(time_scale)):
+            raise ValueError("time_scale: must be a positive number")
         self._lock = threading.RLock()
         self._time_fn = time_fn
+        self.time_scale = float(time_scale)
         self._rng = random.Random(seed)  # noqa: S311 (fault injection, not crypto)
         self._config = EmulatorConfig()
         self._app_window: KeyedRateWindow | None = None
@@ -225,8 +238,10 @@ class HeapEmulator:
 
         ``users`` and ``accounts`` map app_id → identity/account_id → properties; ``events``
         lists the stored (non-duplicate) events in arrival order; ``request_log`` has one entry
-        per request: ``{"path", "status", "records"}``, status None when the connection was
-        dropped, records = items in an accepted (or rate-limited) body, else 0.
+        per request: ``{"path", "status", "records", "at"}``, status None when the connection was
+        dropped, records = items in an accepted (or rate-limited) body, else 0, ``at`` when the
+        request arrived, in the emulator's (scaled) seconds, which its rate limits count by;
+        ``time_scale`` is the constructor's.
         """
         with self._lock:
             return copy.deepcopy(
@@ -240,6 +255,7 @@ class HeapEmulator:
                     "status_counts": dict(self._status_counts),
                     "request_log": self._request_log,
                     "config": self._config.to_json(),
+                    "time_scale": self.time_scale,
                 }
             )
 
@@ -303,26 +319,31 @@ class HeapEmulator:
         app.cleanup_ctx.append(self._state_file_writer)
         return app
 
+    def now(self) -> float:
+        """The emulator's clock: ``time_fn`` sped up by ``time_scale``."""
+        return self._time_fn() * self.time_scale
+
     def _answer(
         self,
         path: str,
         status: int,
         text: str = "",
         *,
+        at: float,
         records: int = 0,
         retry_after: str | None = None,
     ) -> web.Response:
         with self._lock:
             self._status_counts[str(status)] += 1
-            self._request_log.append({"path": path, "status": status, "records": records})
+            self._request_log.append({"path": path, "status": status, "records": records, "at": at})
             self._dirty = True
         headers = {"Retry-After": retry_after} if retry_after is not None else None
         return web.Response(status=status, text=text, headers=headers)
 
-    def _drop(self, request: web.Request, path: str, *, records: int = 0) -> web.Response:
+    def _drop(self, request: web.Request, path: str, *, at: float, records: int = 0) -> web.Response:
         """Abort the connection without answering; logged with status None."""
         with self._lock:
-            self._request_log.append({"path": path, "status": None, "records": records})
+            self._request_log.append({"path": path, "status": None, "records": records, "at": at})
             self._dirty = True
         if request.transport is not None:
             request.transport.abort()
@@ -331,6 +352,7 @@ class HeapEmulator:
 
     async def _handle_ingest(self, request: web.Request) -> web.StreamResponse:
         path = request.path
+        at = self.now()  # Heap counts a request when it arrives, not when its body is read
         with self._lock:
             self._requests[path] += 1
             delay = self._config.delay
@@ -353,48 +375,57 @@ class HeapEmulator:
             )
             max_body = config.max_body_bytes
         if drop:
-            return self._drop(request, path)
+            return self._drop(request, path, at=at)
         if scripted is not None:
             retry_after = scripted.retry_after if scripted.status in (429, 503) else None
-            return self._answer(path, scripted.status, f"scripted {scripted.status}", retry_after=retry_after)
+            text = f"scripted {scripted.status}"
+            return self._answer(path, scripted.status, text, at=at, retry_after=retry_after)
         if random_failure:
-            return self._answer(path, 500, "random failure (fail_rate)")
+            return self._answer(path, 500, "random failure (fail_rate)", at=at)
 
         raw = await _read_limited(request, max_body)
         if raw is None:
-            return self._answer(path, 413, f"body: larger than {max_body} bytes")
+            return self._answer(path, 413, f"body: larger than {max_body} bytes", at=at)
         if request.content_type != "application/json":
-            return self._answer(path, 400, "Content-Type: must be application/json")
+            return self._answer(path, 400, "Content-Type: must be application/json", at=at)
         try:
             parsed = parse_request(path, decode_json(raw))
         except PayloadRejectedError as exc:
-            return self._answer(path, 400, str(exc))
+            return self._answer(path, 400, str(exc), at=at)
 
         records = len(parsed.items)
         with self._lock:
-            limited = self._rate_limited(parsed)
+            limited = self._rate_limited(parsed, at)
             if limited is not None:
                 return self._answer(
                     path,
                     429,
                     "rate limit exceeded",
+                    at=at,
                     records=records,
-                    retry_after=str(max(1, math.ceil(limited))),
+                    retry_after=self._retry_after(limited),
                 )
             self._store(parsed)
             drop_response = self._config.drop_response_next > 0
             if drop_response:
                 self._config.drop_response_next -= 1
         if drop_response:
-            return self._drop(request, path, records=records)
-        return self._answer(path, 200, records=records)
+            return self._drop(request, path, at=at, records=records)
+        return self._answer(path, 200, at=at, records=records)
 
-    def _rate_limited(self, parsed: ValidRequest) -> float | None:
-        """Seconds to wait if this request breaks a rate limit; else records it and returns None."""
+    def _retry_after(self, wait: float) -> str:
+        """Retry-After for a wait of ``wait`` emulator seconds: whole seconds as Heap gives them,
+        or real seconds to the millisecond when the clock is scaled."""
+        if self.time_scale == 1.0:
+            return str(max(1, math.ceil(wait)))
+        return f"{max(1, math.ceil(wait / self.time_scale * 1000)) / 1000:g}"
+
+    def _rate_limited(self, parsed: ValidRequest, now: float) -> float | None:
+        """Seconds to wait if this request, arrived at ``now``, breaks a rate limit; else records
+        it and returns None. A request that arrived earlier but was read later counts as well."""
         if parsed.path != TRACK_PATH:
             return None
         events = [e for e in parsed.items if isinstance(e, TrackedEvent)]
-        now = self._time_fn()
         per_identity = Counter(e.identity for e in events)
         waits: list[float] = []
         if self._app_window is not None:
@@ -647,6 +678,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--events-per-minute", type=int, default=None, help="per app_id (Heap: 15000)")
     run.add_argument("--events-per-identity-per-minute", type=int, default=None, help="(Heap: 1000)")
     run.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES)
+    run.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="run the rate limits' clock this many times faster (20: a minute in 3 s)",
+    )
     run.add_argument("--state-file", type=Path, default=None, help="keep the state as JSON here")
     show = commands.add_parser("show", help="print a summary of a running emulator's state")
     show.add_argument("--url", default="http://127.0.0.1:8765")
@@ -675,6 +712,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             json.dumps(state, indent=2, sort_keys=True) if args.json else summarize(state, limit=args.limit)
         )
         return 0
+    if not (args.time_scale > 0 and math.isfinite(args.time_scale)):
+        print(f"Error: --time-scale must be a positive number, got {args.time_scale}", file=sys.stderr)
+        return 2
     emulator = HeapEmulator(
         fail_rate=args.fail_rate,
         seed=args.seed,
@@ -682,6 +722,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events_per_minute=args.events_per_minute,
         events_per_identity_per_minute=args.events_per_identity_per_minute,
         max_body_bytes=args.max_body_bytes,
+        time_scale=args.time_scale,
         state_file=args.state_file,
     )
     asyncio.run(_serve_forever(emulator, args.host, args.port))

@@ -740,6 +740,7 @@ def test_config_state_and_reset_endpoints(heap: RunningEmulator) -> None:
         "status_counts",
         "request_log",
         "config",
+        "time_scale",
     }
     assert state["users"] == {"1": {"a@x.com": {"plan": "pro"}}}
     assert state["config"]["events_per_minute"] == 100
@@ -856,3 +857,53 @@ def test_the_emulator_state_file_is_0600_even_when_it_replaces_a_0644_one(tmp_pa
     assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
     assert set(json.loads(state_file.read_text())) >= {"users", "accounts", "events"}
     assert [p.name for p in tmp_path.iterdir()] == [state_file.name]
+
+
+# --- rate limits count on arrival, on a clock the time scale speeds up ------------------------------
+
+
+def _wait_for(condition: Any, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def test_rate_limits_count_a_request_when_it_arrives_on_the_scaled_clock() -> None:
+    clock = FakeClock()
+    clock.now = 0.0
+    # Time scale 20: the 60 s window is 3 s of the real clock (time_fn).
+    with run_in_thread(events_per_minute=5, time_fn=clock, time_scale=20) as heap:
+        five = {"app_id": "1", "events": [event(f"u{i}") for i in range(5)]}
+        assert post(heap.url + TRACK_PATH, five)[0] == 200  # at 0 s
+        clock.now = 2.99  # 59.8 s on the emulator's clock: the first five are still in the window
+        body = json.dumps({"app_id": "1", "events": [event("late")]}).encode()
+        host, port = heap.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as conn:
+            conn.sendall(
+                f"POST {TRACK_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            )
+            _wait_for(
+                lambda: heap.emulator.snapshot()["requests"].get(TRACK_PATH) == 2, "the request to arrive"
+            )
+            clock.now = 3.5  # the body comes after the window slid: Heap counted the request already
+            conn.sendall(body)
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        state = heap.emulator.snapshot()
+
+    head = answer.decode().split("\r\n\r\n")[0].lower()
+    assert head.startswith("http/1.1 429")
+    assert "retry-after: 0.01\r\n" in head + "\r\n"  # (60 - 59.8) s on the emulator's clock, in real seconds
+    assert [(e["status"], e["at"]) for e in state["request_log"]] == [(200, 0.0), (429, pytest.approx(59.8))]
+    assert state["time_scale"] == 20.0
+    assert len(state["events"]) == 5
+
+
+def test_a_time_scale_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="time_scale"):
+        HeapEmulator(time_scale=0)

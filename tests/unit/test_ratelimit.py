@@ -1,17 +1,31 @@
-"""Sliding-window limits on a fake clock: never more than the limit in any 60 s window."""
+"""Sliding-window limits on a fake clock: never more than the limit in any 60 s window, wherever
+Heap saw a request between its sending and its response; and the pause after a 429."""
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import math
+from collections.abc import Awaitable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heap_dbt.ratelimit import EventRateLimiter, IdentityWindows, SlidingWindow
+from heap_dbt.ratelimit import (
+    AppLimits,
+    AppPause,
+    EventRateLimiter,
+    IdentityWindows,
+    RateLimits,
+    SlidingWindow,
+)
 from tests.fakes import FakeClock
 
 EPS = 1e-9
+HELD = 60.0 * 1.01  # a completed request's events stay a window and the guard
 
 
 def max_in_any_window(log: list[tuple[float, int]], window: float = 60.0) -> int:
@@ -48,7 +62,7 @@ def test_wait_time(log: list[tuple[float, int]], n: int, now: float, wait: float
 
 
 class Recorder:
-    """Admits requests in order and logs when each went, by the fake clock."""
+    """Admits requests in order and logs when each went, by the fake clock; each is answered at once."""
 
     def __init__(self, limiter: EventRateLimiter, clock: FakeClock) -> None:
         self.limiter = limiter
@@ -58,7 +72,8 @@ class Recorder:
 
     async def admit(self, total: int, per_identity: dict[str, int] | None = None) -> None:
         per_identity = per_identity or {}
-        await self.limiter.admit(total, per_identity)
+        permit = await self.limiter.acquire(total, per_identity)
+        permit.done()
         now = self.clock.monotonic()
         self.log.append((now, total))
         for identity, n in per_identity.items():
@@ -83,8 +98,8 @@ async def test_request_over_the_limit_waits_for_the_window() -> None:
     clock.advance(10.0)
     await rec.admit(40)
     await rec.admit(30)
-    assert clock.sleeps == [50.0]
-    assert [t for t, _ in rec.log] == [0.0, 10.0, 60.0]
+    assert clock.sleeps == [pytest.approx(50.6)]
+    assert [t for t, _ in rec.log] == pytest.approx([0.0, 10.0, HELD])
 
 
 @settings(deadline=None, max_examples=150)
@@ -146,7 +161,7 @@ async def test_per_identity_limit_holds_back_only_a_busy_identity() -> None:
     await rec.admit(10, {"bob": 10})
     assert clock.sleeps == []
     await rec.admit(1, {"ann": 1})
-    assert clock.sleeps == [60.0]
+    assert clock.sleeps == [pytest.approx(HELD)]
 
 
 async def test_both_limits_apply_together() -> None:
@@ -154,8 +169,8 @@ async def test_both_limits_apply_together() -> None:
     await rec.admit(10, {"ann": 10})
     await rec.admit(5, {"bob": 5})
     clock.advance(30.0)
-    await rec.admit(5, {"cy": 5})  # app window is full until t=60
-    assert rec.log[-1] == (60.0, 5)
+    await rec.admit(5, {"cy": 5})  # app window is full until t=60 and the guard
+    assert rec.log[-1] == (pytest.approx(HELD), 5)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +210,7 @@ def test_max_batch(per_app: int, per_identity: int, default: int, expected: int)
 async def test_concurrent_admits_are_serialised_in_order() -> None:
     rec, _ = limiter(per_app=10)
     await asyncio.gather(*(rec.admit(n) for n in (6, 6, 6)))
-    assert rec.log == [(0.0, 6), (60.0, 6), (120.0, 6)]
+    assert rec.log == [(0.0, 6), (pytest.approx(HELD), 6), (pytest.approx(2 * HELD), 6)]
 
 
 # --- IdentityWindows: one log for every identity ---------------------------------------------------
@@ -237,3 +252,236 @@ def test_identity_windows_forget_identities_that_left_the_window() -> None:
     assert windows.used == {"user0": 2}
     windows.prune(90.0)
     assert windows.used == {}
+
+
+# --- requests in flight: Heap may count them any time between sending and the response -------------
+
+
+class SimClock:
+    """Time moves only when every task waits on it, straight to the earliest wake-up: requests in
+    flight overlap as they do on a real clock, and a test takes no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._timers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._timers, (self.now + max(0.0, seconds), next(self._seq), wake))
+        await wake
+
+    async def run(self, *work: Awaitable[Any]) -> list[Any]:
+        tasks = [asyncio.ensure_future(w) for w in work]
+        while not all(t.done() for t in tasks):
+            for _ in range(50):  # let every task run until it waits
+                await asyncio.sleep(0)
+            while self._timers and self._timers[0][2].done():  # cancelled sleeps
+                heapq.heappop(self._timers)
+            if all(t.done() for t in tasks):
+                break
+            assert self._timers, "deadlock: every task waits and no timer is set"
+            at, _, wake = heapq.heappop(self._timers)
+            self.now = at
+            wake.set_result(None)
+        return [t.result() for t in tasks]
+
+
+def worst_case_in_heaps_window(spans: list[tuple[float, float, int]], window: float = 60.0) -> int:
+    """The most events Heap could count in one window if each request arrived at whatever moment
+    between its sending and its response suits the count worst: ``spans`` are (sent, answered, n)."""
+    return max(
+        (sum(n for s, d, n in spans if s <= t and d > t - window) for t, _, _ in spans),
+        default=0,
+    )
+
+
+@settings(deadline=None, max_examples=80)
+@given(
+    limit=st.integers(min_value=1, max_value=50),
+    requests=st.lists(
+        st.tuples(
+            st.integers(min_value=1, max_value=50),  # events
+            st.sampled_from(["ann", "bob"]),  # identity, for the per-identity case
+            st.floats(min_value=0.0, max_value=5.0),  # time before it is ready to go
+            st.floats(min_value=0.0, max_value=40.0),  # response time
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    per_identity=st.booleans(),
+)
+def test_heap_never_counts_more_than_the_limit_whenever_it_saw_each_request(
+    limit: int, requests: list[tuple[int, str, float, float]], per_identity: bool
+) -> None:
+    clock = SimClock()
+    limiter = EventRateLimiter(
+        per_app=0 if per_identity else limit, per_identity=limit if per_identity else 0, clock=clock
+    )
+    spans: dict[str, list[tuple[float, float, int]]] = {}
+
+    async def request(n: int, identity: str, ready: float, latency: float) -> None:
+        await clock.sleep(ready)
+        permit = await limiter.acquire(n, {identity: n})
+        sent = clock.now
+        await clock.sleep(latency)
+        permit.done()
+        key = identity if per_identity else "app"
+        spans.setdefault(key, []).append((sent, clock.now, n))
+
+    capped = [(min(n, limit), who, ready, latency) for n, who, ready, latency in requests]
+    asyncio.run(clock.run(*(request(*r) for r in capped)))
+    assert sum(len(v) for v in spans.values()) == len(requests)
+    for key_spans in spans.values():
+        assert worst_case_in_heaps_window(key_spans) <= limit
+
+
+async def test_a_request_in_flight_holds_its_place_until_its_response_and_a_window_after() -> None:
+    clock = SimClock()
+    limiter = EventRateLimiter(per_app=10, per_identity=0, clock=clock)
+    sent: list[float] = []
+
+    async def request(latency: float) -> None:
+        permit = await limiter.acquire(10, {})
+        sent.append(clock.now)
+        await clock.sleep(latency)
+        permit.done()
+
+    await clock.run(request(7.0), request(1.0))
+    assert sent == pytest.approx([0.0, 7.0 + HELD])
+
+
+async def test_events_heap_did_not_take_leave_the_window_at_once() -> None:
+    clock = SimClock()
+    limiter = EventRateLimiter(per_app=10, per_identity=0, clock=clock)
+    sent: list[float] = []
+
+    async def refused() -> None:
+        permit = await limiter.acquire(10, {})
+        await clock.sleep(3.0)
+        permit.done(counted=False)  # a 429: Heap did not count it
+
+    async def waiting() -> None:
+        await clock.sleep(1.0)
+        permit = await limiter.acquire(10, {})
+        sent.append(clock.now)
+        permit.done()
+
+    await clock.run(refused(), waiting())
+    assert sent == [3.0]  # woken by the 429's response, not after a window
+
+
+def test_done_counts_once() -> None:
+    async def scenario() -> list[float]:
+        clock = FakeClock(start=0.0)
+        limiter = EventRateLimiter(per_app=10, per_identity=0, clock=clock)
+        permit = await limiter.acquire(5, {})
+        permit.done()
+        permit.done()
+        await limiter.acquire(5, {})
+        return clock.sleeps
+
+    assert asyncio.run(scenario()) == []
+
+
+def test_in_flight_units_fill_the_window_until_done() -> None:
+    window = SlidingWindow(10)
+    window.in_flight = 6
+    assert window.wait_time(5, 0.0) == math.inf  # only the answer of the one in flight can help
+    window.record(1, 0.0)
+    window.in_flight = 9
+    assert window.wait_time(2, 1.0) == math.inf  # the 1 logged at 0 leaving is not enough
+    window.in_flight = 8
+    assert window.wait_time(2, 1.0) == pytest.approx(59.0)  # it is now: it leaves at 60
+
+
+# --- the pause after a 429, and one set of limits per app ----------------------------------------------
+
+
+async def test_pause_holds_every_waiter_until_its_end() -> None:
+    clock = FakeClock(start=0.0)
+    pause = AppPause(clock)
+    pause.pause(10.0)
+    pause.pause(4.0)  # an earlier end does not shorten it
+    assert pause.remaining == 10.0
+    await pause.wait()
+    assert (clock.now, clock.sleeps) == (10.0, [10.0])
+    await pause.wait()
+    assert clock.sleeps == [10.0]
+
+
+async def test_a_pause_that_starts_while_waiting_for_the_window_is_waited_out_too() -> None:
+    clock = SimClock()
+    limits = AppLimits(clock=clock, events=EventRateLimiter(per_app=10, per_identity=0, clock=clock))
+    sent: list[float] = []
+
+    async def first() -> None:
+        permit = await limits.acquire(10, {})
+        await clock.sleep(1.0)
+        limits.pause.pause(200.0)  # its answer: 429, Retry-After 200
+        permit.done(counted=False)
+
+    async def second() -> None:
+        permit = await limits.acquire(5, {})  # waits for the first, then for the pause
+        sent.append(clock.now)
+        permit.done()
+
+    await clock.run(first(), second())
+    assert sent == [201.0]
+
+
+async def test_users_and_accounts_wait_only_for_the_pause() -> None:
+    clock = FakeClock(start=0.0)
+    limits = AppLimits(clock=clock, events=EventRateLimiter(per_app=10, per_identity=0, clock=clock))
+    (await limits.acquire(10, {})).done()
+    for _ in range(5):
+        (await limits.acquire()).done()  # no events: the full event window does not hold them
+    assert clock.sleeps == []
+
+
+def test_rate_limits_give_each_app_its_own_limits_once() -> None:
+    limits = RateLimits(
+        events_per_minute=100, events_per_identity_per_minute=0, clock=FakeClock(), window=3.0
+    )
+    first = limits.for_app("111")
+    assert limits.for_app("111") is first
+    assert limits.for_app("222") is not first
+    assert first.events is not None and first.max_batch(1000) == 100
+    off = RateLimits(events_per_minute=0, events_per_identity_per_minute=0, clock=FakeClock())
+    assert off.for_app("111").events is None
+    assert off.for_app("111").max_batch(1000) == 1000
+
+
+async def test_a_scaled_window_is_held_with_its_own_guard() -> None:
+    clock = FakeClock(start=0.0)
+    limits = RateLimits(events_per_minute=10, events_per_identity_per_minute=0, clock=clock, window=3.0)
+    app = limits.for_app("111")
+    (await app.acquire(10, {})).done()
+    (await app.acquire(1, {})).done()
+    assert clock.sleeps == [pytest.approx(3.03)]
+
+
+def test_limits_shared_by_runs_one_after_the_other_keep_their_windows() -> None:
+    clock = FakeClock(start=0.0)
+    limits = RateLimits(events_per_minute=10, events_per_identity_per_minute=0, clock=clock)
+
+    async def run(sizes: list[int]) -> None:  # requests in flight at once, as in a sync
+        app = limits.for_app("111")
+
+        async def one(n: int) -> None:
+            permit = await app.acquire(n, {})
+            await asyncio.sleep(0)
+            permit.done()
+
+        await asyncio.gather(*(one(n) for n in sizes))
+
+    asyncio.run(run([6, 4, 5]))  # the third waits for the first two's answers, on this loop's event
+    clock.advance(HELD)  # the window is empty again
+    asyncio.run(run([10, 1]))  # a new loop: the 1 waits for the 10 to be answered, then a window
+    assert clock.sleeps == [pytest.approx(HELD), pytest.approx(HELD)]

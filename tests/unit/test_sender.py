@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from heap_dbt import heap, sql
 from heap_dbt.bodies import Chunk
 from heap_dbt.errors import RetriableAPIError
-from heap_dbt.ratelimit import EventRateLimiter
+from heap_dbt.ratelimit import AppLimits, EventRateLimiter
 from heap_dbt.sender import Cancellation, Delivery, Sender
 from heap_dbt.transport import Transport
 from tests.fakes import FakeClock, FakeTransport, response
@@ -36,13 +36,15 @@ def make_sender(
     max_attempts: int = 6,
     clock: FakeClock | None = None,
     cancellation: Cancellation | None = None,
-    limiter: EventRateLimiter | None = None,
+    limits: AppLimits | None = None,
+    events: bool = False,
 ) -> Sender:
     return Sender(
         transport,
         clock=clock or FakeClock(),
         policy=heap.RetryPolicy(max_attempts=max_attempts),
-        limiter=limiter,
+        limits=limits,
+        events=events,
         cancellation=cancellation,
         rng=random.Random(0),
     )
@@ -120,19 +122,19 @@ async def test_gives_up_after_max_attempts(max_attempts: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("header", "slept"),
+    ("header", "sleeps"),
     [
-        pytest.param("7", 7.0, id="seconds"),
-        pytest.param("0", 0.0, id="zero"),
-        pytest.param("86400", 300.0, id="capped"),
-        pytest.param("Fri, 01 Jan 2100 00:00:00 GMT", 300.0, id="far-http-date"),
+        pytest.param("7", [7.0], id="seconds"),
+        pytest.param("0", [], id="zero"),  # a pause of no time: the retry goes at once
+        pytest.param("86400", [300.0], id="capped"),
+        pytest.param("Fri, 01 Jan 2100 00:00:00 GMT", [300.0], id="far-http-date"),
     ],
 )
-async def test_429_honours_retry_after(header: str, slept: float) -> None:
+async def test_429_honours_retry_after(header: str, sleeps: list[float]) -> None:
     fake = FakeTransport({USERS: [response(429, "slow down", retry_after=header), 200]})
     clock = FakeClock()
     delivery = await send(make_sender(fake, clock=clock), chunk(2))
-    assert clock.sleeps == [slept]
+    assert clock.sleeps == sleeps
     assert counts(delivery) == (2, 0, 0)
     assert delivery.retries == 1
 
@@ -286,14 +288,16 @@ async def test_cancel_during_backoff_stops_the_retry() -> None:
 
 async def test_events_go_to_track_and_are_admitted_by_identity() -> None:
     clock = FakeClock(start=0.0)
-    limiter = EventRateLimiter(per_app=100, per_identity=3, clock=clock)
+    limits = AppLimits(clock=clock, events=EventRateLimiter(per_app=100, per_identity=3, clock=clock))
     fake = FakeTransport()
-    sender = make_sender(fake, clock=clock, limiter=limiter)
+    sender = make_sender(fake, clock=clock, limits=limits, events=True)
     first = await send(sender, chunk(3, identities=["ann", "ann", "bob"]), obj="event")
     second = await send(sender, chunk(2, start=3, identities=["ann", "ann"]), obj="event")
     assert [r.path for r in fake.requests] == [TRACK, TRACK]
     assert fake.requests[0].json()["events"] == [record(0), record(1), record(2)]
-    assert clock.sleeps == [60.0]  # ann already has 2 of her 3 this minute; 2 more must wait
+    # ann already has 2 of her 3 this minute; 2 more wait until the first request's response
+    # (at once, on this clock) is a window and the guard old
+    assert clock.sleeps == [pytest.approx(60.6)]
     assert (first.sent, second.sent) == (3, 2)
 
 
@@ -330,3 +334,55 @@ def test_every_record_is_accounted_exactly_once(n: int, data: st.DataObject) -> 
     assert everyone == {f"u{i}": 1 for i in range(n)}
     assert set(rejected_keys) <= poison
     assert not (set(delivered) & poison)
+
+
+# --- a 429 slows the whole app ---------------------------------------------------------------------
+
+
+async def test_a_429_pauses_every_request_to_the_app_on_every_endpoint() -> None:
+    clock = FakeClock(start=0.0)
+    limits = AppLimits(clock=clock, events=EventRateLimiter(per_app=100, per_identity=0, clock=clock))
+    fake = FakeTransport({TRACK: [response(429, "slow down", retry_after="10")]})
+    events = make_sender(fake, clock=clock, limits=limits, events=True, max_attempts=1)
+    users = make_sender(fake, clock=clock, limits=limits)
+    gave_up = await send(events, chunk(2, identities=["ann", "bob"]), obj="event")
+    assert counts(gave_up) == (0, 0, 2)  # its last attempt: it fails, and the app still pauses
+    delivery = await send(users, chunk(3))
+    assert clock.sleeps == [10.0]
+    assert counts(delivery) == (3, 0, 0)
+
+
+async def test_the_pause_is_per_app() -> None:
+    clock = FakeClock(start=0.0)
+    fake = FakeTransport({USERS: [response(429, "slow down", retry_after="10")]})
+    await send(make_sender(fake, clock=clock, limits=AppLimits(clock=clock), max_attempts=1), chunk(1))
+    other_app = make_sender(fake, clock=clock, limits=AppLimits(clock=clock))
+    assert counts(await send(other_app, chunk(1))) == (1, 0, 0)
+    assert clock.sleeps == []
+
+
+async def test_events_heap_refused_with_429_do_not_fill_the_window() -> None:
+    clock = FakeClock(start=0.0)
+    limits = AppLimits(clock=clock, events=EventRateLimiter(per_app=10, per_identity=0, clock=clock))
+    fake = FakeTransport({TRACK: [response(429, "slow down", retry_after="2")]})
+    delivery = await send(make_sender(fake, clock=clock, limits=limits, events=True), chunk(10), obj="event")
+    # Only the Retry-After: had the refused 10 events been counted, the retry would wait a window.
+    assert clock.sleeps == [2.0]
+    assert (delivery.sent, delivery.retries) == (10, 1)
+
+
+async def test_every_request_holds_its_events_until_its_response_and_a_window_after() -> None:
+    clock = FakeClock(start=0.0)
+    limits = AppLimits(clock=clock, events=EventRateLimiter(per_app=10, per_identity=0, clock=clock))
+
+    def respond(path: str, body: bytes) -> int:
+        clock.advance(5.0)  # each response takes 5 s to come back
+        return 200
+
+    fake = FakeTransport(respond=respond)
+    sender = make_sender(fake, clock=clock, limits=limits, events=True)
+    await send(sender, chunk(10), obj="event")
+    await send(sender, chunk(10, start=10), obj="event")
+    # The first response came at t=5: the window is full until 5 + 60 s + the guard.
+    assert clock.sleeps == [pytest.approx(60.6)]
+    assert clock.now == pytest.approx(5 + 60.6 + 5)
