@@ -651,6 +651,93 @@ def test_dropped_response_stores_the_request_but_never_answers(heap: RunningEmul
     assert [entry["status"] for entry in state["request_log"]] == [None, 200]
 
 
+def test_random_fault_rates_are_seedable_and_each_gives_its_own_failure() -> None:
+    body = {"app_id": "1", "events": [event(idempotency_key="k1")]}
+
+    def outcomes(seed: int, **rates: float) -> list[int | None]:
+        with run_in_thread(seed=seed, **rates) as heap:
+            answers: list[int | None] = []
+            for _ in range(30):
+                try:
+                    answers.append(post(heap.url + TRACK_PATH, body)[0])
+                except (ConnectionError, urllib.error.URLError):
+                    answers.append(None)
+            return answers
+
+    assert set(outcomes(3, throttle_rate=0.5)) == {200, 429}
+    dropped = outcomes(3, drop_rate=0.5)
+    assert set(dropped) == {200, None} and dropped == outcomes(3, drop_rate=0.5)
+    assert set(outcomes(3, drop_response_rate=0.5)) == {200, None}
+
+
+def test_throttle_rate_one_answers_429_without_retry_after_and_stores_nothing(heap: RunningEmulator) -> None:
+    heap.emulator.configure(throttle_rate=1.0)
+
+    status, text, headers = post(heap.url + USERS_PATH, {"app_id": "1", "users": [user()]})
+
+    assert (status, "Retry-After" in headers) == (429, False)
+    assert "throttle_rate" in text
+    assert_nothing_stored(heap.emulator.snapshot())
+
+
+def test_drop_rate_one_closes_every_connection_and_stores_nothing(heap: RunningEmulator) -> None:
+    heap.emulator.configure(drop_rate=1.0)
+
+    for _ in range(3):
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            post(heap.url + TRACK_PATH, {"app_id": "1", "events": [event(idempotency_key="k1")]})
+    state = heap.emulator.snapshot()
+    assert_nothing_stored(state)
+    assert [entry["status"] for entry in state["request_log"]] == [None] * 3
+
+
+def test_drop_response_rate_one_stores_the_request_and_never_answers(heap: RunningEmulator) -> None:
+    heap.emulator.configure(drop_response_rate=1.0)
+    body = {"app_id": "1", "events": [event(idempotency_key="k1")]}
+
+    for _ in range(2):
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            post(heap.url + TRACK_PATH, body)
+    state = heap.emulator.snapshot()
+    assert len(state["events"]) == 1 and state["duplicate_events"] == 1
+
+
+def test_an_outage_answers_503_to_everything_then_recovers_on_its_own() -> None:
+    clock = FakeClock()
+    with run_in_thread(time_fn=clock) as heap:
+        body = {"app_id": "1", "users": [user()]}
+        assert heap.emulator.configure(outage_seconds=10)["outage_seconds"] == 10
+        during = [post(heap.url + USERS_PATH, body)[0] for _ in range(3)]
+        clock.now += 9.5
+        late = post(heap.url + USERS_PATH, body)[0]
+        remaining = heap.emulator.snapshot()["config"]["outage_seconds"]
+        clock.now += 0.5
+        after = post(heap.url + USERS_PATH, body)[0]
+        state = heap.emulator.snapshot()
+
+    assert during == [503] * 3 and late == 503 and after == 200
+    assert remaining == pytest.approx(0.5)
+    assert state["outage_refused"] == 4
+    assert state["config"]["outage_seconds"] == 0
+    assert state["records"] == {USERS_PATH: 1}
+
+
+def test_peak_in_flight_counts_requests_handled_at_once() -> None:
+    import concurrent.futures
+
+    with run_in_thread(delay=0.3) as heap:
+        body = {"app_id": "1", "users": [user()]}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda _: post(heap.url + USERS_PATH, body)[0], range(4)))
+        parallel = heap.emulator.snapshot()["peak_in_flight"]
+        heap.emulator.reset()
+        post(heap.url + USERS_PATH, body)
+        serial = heap.emulator.snapshot()["peak_in_flight"]
+
+    assert statuses == [200] * 4
+    assert (parallel, serial) == (4, 1)
+
+
 def test_events_per_minute_limit_answers_429_until_the_window_slides() -> None:
     clock = FakeClock()
     with run_in_thread(events_per_minute=5, time_fn=clock) as heap:
@@ -707,6 +794,10 @@ def test_configure_rejects_unknown_keys_and_bad_values() -> None:
         {"delay": -1},
         {"script": [42]},
         {"events_per_minute": 0},
+        {"drop_rate": 1.5},
+        {"throttle_rate": -0.1},
+        {"drop_response_rate": "half"},
+        {"outage_seconds": -3},
     ):
         with pytest.raises(ValueError):
             emulator.configure(**settings)
@@ -738,6 +829,8 @@ def test_config_state_and_reset_endpoints(heap: RunningEmulator) -> None:
         "records",
         "status_counts",
         "request_log",
+        "peak_in_flight",
+        "outage_refused",
         "config",
     }
     assert state["users"] == {"1": {"a@x.com": {"plan": "pro"}}}
