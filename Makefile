@@ -8,7 +8,7 @@ EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
 
-.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke clean
+.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke reliability reliability-quick clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint   - ruff and mypy"
 	@echo "make bench  - the performance benchmark (not part of CI)"
 	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
+	@echo "make reliability - the fault and load suite: one Markdown table (RELIABILITY=quick: the CI size)"
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -64,6 +65,13 @@ bench-wide: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks.run --smoke
+
+# The Snowflake connector probes cloud metadata endpoints on import unless this is set.
+reliability: $(STAMP)
+	SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true $(PY) -m benchmarks.reliability $(if $(filter quick,$(RELIABILITY)),--quick)
+
+reliability-quick: $(STAMP)
+	SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true $(PY) -m benchmarks.reliability --quick
 
 clean:
 	rm -rf $(VENV) $(SAMPLE)/target $(SAMPLE)/logs $(SAMPLE)/*.duckdb .pytest_cache .mypy_cache .ruff_cache

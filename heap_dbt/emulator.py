@@ -272,6 +272,14 @@ class HeapEmulator:
                 }
             )
 
+    def counts(self) -> dict[str, int]:
+        """Cheap progress counters for polling while a sync runs (``snapshot()`` copies everything).
+
+        ``requests`` is every ingest request received, ``stored`` every accepted record.
+        """
+        with self._lock:
+            return {"requests": sum(self._requests.values()), "stored": sum(self._records.values())}
+
     def configure(self, /, **settings: Any) -> dict[str, Any]:
         """Change fault settings; keys are those of ``EmulatorConfig.to_json()`` plus ``seed``.
 
@@ -417,7 +425,10 @@ class HeapEmulator:
         if random_status is not None:
             return self._answer(path, random_status, FAULT_TEXT[random_status])
 
-        raw = await _read_limited(request, max_body)
+        try:
+            raw = await _read_limited(request, max_body)
+        except ConnectionError:  # the client went away mid-body (killed, or timed out)
+            return self._drop(request, path)
         if raw is None:
             return self._answer(path, 413, f"body: larger than {max_body} bytes")
         if request.content_type != "application/json":

@@ -738,6 +738,14 @@ def test_peak_in_flight_counts_requests_handled_at_once() -> None:
     assert (parallel, serial) == (4, 1)
 
 
+def test_counts_are_the_requests_received_and_the_records_stored(heap: RunningEmulator) -> None:
+    post(heap.url + USERS_PATH, {"app_id": "1", "users": [user("a"), user("b")]})
+    heap.emulator.configure(script=[500])
+    post(heap.url + USERS_PATH, {"app_id": "1", "users": [user("c")]})
+
+    assert heap.emulator.counts() == {"requests": 2, "stored": 2}
+
+
 def test_events_per_minute_limit_answers_429_until_the_window_slides() -> None:
     clock = FakeClock()
     with run_in_thread(events_per_minute=5, time_fn=clock) as heap:
