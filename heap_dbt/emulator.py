@@ -712,7 +712,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8765)
     run.add_argument("--fail-rate", type=float, default=0.0, help="probability of a random 500")
-    run.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+    run.add_argument("--throttle-rate", type=float, default=0.0, help="probability of a random 429")
+    run.add_argument("--drop-rate", type=float, default=0.0, help="probability of closing the connection")
+    run.add_argument(
+        "--drop-response-rate", type=float, default=0.0, help="probability of storing, then not answering"
+    )
+    run.add_argument("--seed", type=int, default=None, help="seed for the random faults")
     run.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each answer")
     run.add_argument("--events-per-minute", type=int, default=None, help="per app_id (Heap: 15000)")
     run.add_argument("--events-per-identity-per-minute", type=int, default=None, help="(Heap: 1000)")
@@ -747,6 +752,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     emulator = HeapEmulator(
         fail_rate=args.fail_rate,
+        throttle_rate=args.throttle_rate,
+        drop_rate=args.drop_rate,
+        drop_response_rate=args.drop_response_rate,
         seed=args.seed,
         delay=args.delay,
         events_per_minute=args.events_per_minute,

@@ -916,10 +916,17 @@ def test_summarize_an_empty_state() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "answer"),
+    [((), 200), (("--throttle-rate", "1"), 429), (("--fail-rate", "1"), 500)],
+    ids=["no-faults", "throttle-rate", "fail-rate"],
+)
+def test_cli_serves_until_sigterm_and_writes_the_state_file(
+    tmp_path: Path, flags: tuple[str, ...], answer: int
+) -> None:
     state_file = tmp_path / "state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "heap_dbt.emulator", "--port", "0", "--state-file", str(state_file)],
+        [sys.executable, "-m", "heap_dbt.emulator", "--port", "0", "--state-file", str(state_file), *flags],
         cwd=REPO_ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -930,7 +937,7 @@ def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> N
         line = process.stderr.readline()
         assert line.startswith("Heap emulator listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1].strip()
-        assert post(url + ACCOUNTS_PATH, {"app_id": "1", "accounts": [account()]})[0] == 200
+        assert post(url + ACCOUNTS_PATH, {"app_id": "1", "accounts": [account()]})[0] == answer
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
@@ -940,4 +947,5 @@ def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> N
         if process.stderr is not None:
             process.stderr.close()
 
-    assert json.loads(state_file.read_text())["accounts"] == {"1": {"acme-co": {"seats": 12}}}
+    stored = {"1": {"acme-co": {"seats": 12}}} if answer == 200 else {}
+    assert json.loads(state_file.read_text())["accounts"] == stored
