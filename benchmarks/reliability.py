@@ -526,7 +526,7 @@ def scenario_rows(outcomes: Sequence[Outcome]) -> list[Row]:
         if o.name == "load":
             result = (
                 f"{_n(f['read'])} rows in {_n(f['requests'])} requests, "
-                f"peak {f['peak_in_flight']} in flight, {f['wall_s']:.1f} s; {tail}"
+                f"peak {f['peak_in_flight']} in flight; {tail}"
             )
         elif o.name == "outage":
             result = f"{_n(f['outage_refused'])} requests refused, then the sync recovered, exit 0; {tail}"
