@@ -8,7 +8,7 @@ EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
 
-.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle clean
+.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle reliability reliability-quick clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench  - the performance benchmark (not part of CI)"
 	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
 	@echo "make bench-throttle - event syncs against the emulator's rate limits (a minute in 3 s)"
+	@echo "make reliability - the fault and load suite: one Markdown table (RELIABILITY=quick: the CI size)"
 
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,6 +70,13 @@ bench-smoke: $(STAMP)
 
 bench-throttle: $(STAMP)
 	$(PY) -m benchmarks.throttle --window 3
+
+# The Snowflake connector probes cloud metadata endpoints on import unless this is set.
+reliability: $(STAMP)
+	SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true $(PY) -m benchmarks.reliability $(if $(filter quick,$(RELIABILITY)),--quick)
+
+reliability-quick: $(STAMP)
+	SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true $(PY) -m benchmarks.reliability --quick
 
 clean:
 	rm -rf $(VENV) $(SAMPLE)/target $(SAMPLE)/logs $(SAMPLE)/*.duckdb .pytest_cache .mypy_cache .ruff_cache

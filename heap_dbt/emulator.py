@@ -3,7 +3,8 @@
 It validates requests the way Heap documents them (see ``heap-api.md``, and ``emulator_payloads``),
 stores what a real Heap environment keeps (last-write-wins properties, first-write-wins events per
 ``idempotency_key``), and can be told to fail: scripted statuses, random 500s, delays, rate limits,
-oversized bodies and dropped connections. Rate limits count a request when it arrives, as Heap
+oversized bodies, dropped connections and answers (the next N, or a random share), and outages
+in which every request fails for a while. Rate limits count a request when it arrives, as Heap
 does, on a clock that ``time_scale`` can speed up so that tests need not wait real minutes. It
 imports nothing from ``heap_dbt`` but ``emulator_payloads`` so it can run on its own::
 
@@ -81,8 +82,13 @@ class EmulatorConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     drop_connection_next: int = 0
     drop_response_next: int = 0
+    throttle_rate: float = 0.0
+    drop_rate: float = 0.0
+    drop_response_rate: float = 0.0
+    outage_until: float | None = None
+    """While the emulator's clock is before this, every ingest request is answered 503."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, now: float = 0.0) -> dict[str, Any]:
         return {
             "script": [{"status": s.status, "retry_after": s.retry_after} for s in self.script],
             "fail_rate": self.fail_rate,
@@ -92,9 +98,19 @@ class EmulatorConfig:
             "max_body_bytes": self.max_body_bytes,
             "drop_connection_next": self.drop_connection_next,
             "drop_response_next": self.drop_response_next,
+            "throttle_rate": self.throttle_rate,
+            "drop_rate": self.drop_rate,
+            "drop_response_rate": self.drop_response_rate,
+            "outage_seconds": max(0.0, self.outage_until - now) if self.outage_until is not None else 0.0,
         }
 
 
+FAULT_TEXT = {
+    503: "outage (outage_seconds)",
+    500: "random failure (fail_rate)",
+    429: "throttled (throttle_rate)",
+}
+RATES = ("fail_rate", "throttle_rate", "drop_rate", "drop_response_rate")
 CONFIG_KEYS = frozenset(EmulatorConfig().to_json()) | {"seed"}
 
 
@@ -180,6 +196,9 @@ class HeapEmulator:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         drop_connection_next: int = 0,
         drop_response_next: int = 0,
+        throttle_rate: float = 0.0,
+        drop_rate: float = 0.0,
+        drop_response_rate: float = 0.0,
         time_fn: Callable[[], float] = time.monotonic,
         time_scale: float = 1.0,
         state_file: str | os.PathLike[str] | None = None,
@@ -197,6 +216,7 @@ class HeapEmulator:
         self._identity_window: KeyedRateWindow | None = None
         self.state_file = Path(state_file) if state_file is not None else None
         self._dirty = False
+        self._in_flight = 0
         self.configure(
             script=list(script),
             fail_rate=fail_rate,
@@ -206,6 +226,9 @@ class HeapEmulator:
             max_body_bytes=max_body_bytes,
             drop_connection_next=drop_connection_next,
             drop_response_next=drop_response_next,
+            throttle_rate=throttle_rate,
+            drop_rate=drop_rate,
+            drop_response_rate=drop_response_rate,
         )
         self._reset_state()
         self.app = self._build_app()
@@ -223,6 +246,8 @@ class HeapEmulator:
             self._records: Counter[str] = Counter()
             self._status_counts: Counter[str] = Counter()
             self._request_log: list[dict[str, Any]] = []
+            self._peak_in_flight = self._in_flight  # requests being handled survive a reset
+            self._outage_refused = 0
             if self._config.events_per_minute is not None:
                 self._app_window = KeyedRateWindow(self._config.events_per_minute)
             if self._config.events_per_identity_per_minute is not None:
@@ -241,7 +266,9 @@ class HeapEmulator:
         per request: ``{"path", "status", "records", "at"}``, status None when the connection was
         dropped, records = items in an accepted (or rate-limited) body, else 0, ``at`` when the
         request arrived, in the emulator's (scaled) seconds, which its rate limits count by;
-        ``time_scale`` is the constructor's.
+        ``time_scale`` is the constructor's. ``peak_in_flight`` is the most ingest requests that
+        were being handled at once; ``outage_refused`` counts the requests answered 503 because of
+        ``outage_seconds``.
         """
         with self._lock:
             return copy.deepcopy(
@@ -254,16 +281,31 @@ class HeapEmulator:
                     "records": dict(self._records),
                     "status_counts": dict(self._status_counts),
                     "request_log": self._request_log,
-                    "config": self._config.to_json(),
+                    "peak_in_flight": self._peak_in_flight,
+                    "outage_refused": self._outage_refused,
+                    "config": self._config.to_json(self._time_fn()),
                     "time_scale": self.time_scale,
                 }
             )
+
+    def counts(self) -> dict[str, int]:
+        """Cheap progress counters for polling while a sync runs (``snapshot()`` copies everything).
+
+        ``requests`` is every ingest request received, ``stored`` every accepted record.
+        """
+        with self._lock:
+            return {"requests": sum(self._requests.values()), "stored": sum(self._records.values())}
 
     def configure(self, /, **settings: Any) -> dict[str, Any]:
         """Change fault settings; keys are those of ``EmulatorConfig.to_json()`` plus ``seed``.
 
         ``script`` replaces the queue; items are a status, ``(status, retry_after)`` or
-        ``{"status": ..., "retry_after": ...}``. A rate limit of None turns it off.
+        ``{"status": ..., "retry_after": ...}``. A rate limit of None turns it off. The ``*_rate``
+        keys are probabilities per request: ``fail_rate`` answers 500, ``throttle_rate`` 429 (no
+        Retry-After), ``drop_rate`` closes the connection before the body is read (nothing is
+        stored) and ``drop_response_rate`` stores the request, then closes the connection without
+        answering. ``outage_seconds`` starts an outage now: every ingest request is answered 503
+        until that many seconds have passed, then the emulator recovers on its own.
         Raises ValueError on an unknown key or a bad value, changing nothing.
         Returns the new config.
         """
@@ -276,10 +318,12 @@ class HeapEmulator:
                 if not isinstance(value, list | tuple):
                     raise ValueError("script: must be a list")
                 updates[key] = deque(_script_item(item) for item in value)
-            elif key == "fail_rate":
+            elif key in RATES:
                 if _non_negative(key, value, float) > 1:
-                    raise ValueError("fail_rate: must be between 0 and 1")
+                    raise ValueError(f"{key}: must be between 0 and 1")
                 updates[key] = float(value)
+            elif key == "outage_seconds":
+                updates["outage_until"] = self._time_fn() + float(_non_negative(key, value, float))
             elif key == "delay":
                 updates[key] = float(_non_negative(key, value, float))
             elif key in ("events_per_minute", "events_per_identity_per_minute"):
@@ -305,7 +349,7 @@ class HeapEmulator:
             if "events_per_identity_per_minute" in updates:
                 limit = updates["events_per_identity_per_minute"]
                 self._identity_window = None if limit is None else KeyedRateWindow(limit)
-            return self._config.to_json()
+            return self._config.to_json(self._time_fn())
 
     # ---- request handling ------------------------------------------------------------------------
 
@@ -351,6 +395,30 @@ class HeapEmulator:
         return web.Response(status=499)
 
     async def _handle_ingest(self, request: web.Request) -> web.StreamResponse:
+        with self._lock:
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+        try:
+            return await self._ingest(request)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _faults(self, config: EmulatorConfig) -> tuple[bool, int | None]:
+        """Draw the random faults of one request: (drop the connection, status to answer)."""
+        drop = config.drop_rate > 0 and self._rng.random() < config.drop_rate
+        if drop:
+            return True, None
+        if config.outage_until is not None and self._time_fn() < config.outage_until:
+            self._outage_refused += 1
+            return False, 503
+        if config.fail_rate > 0 and self._rng.random() < config.fail_rate:
+            return False, 500
+        if config.throttle_rate > 0 and self._rng.random() < config.throttle_rate:
+            return False, 429
+        return False, None
+
+    async def _ingest(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         at = self.now()  # Heap counts a request when it arrives, not when its body is read
         with self._lock:
@@ -367,12 +435,9 @@ class HeapEmulator:
                 drop = False
             # A dropped request does not consume the script: each scripted answer is sent.
             scripted = config.script.popleft() if config.script and not drop else None
-            random_failure = (
-                not drop
-                and scripted is None
-                and config.fail_rate > 0
-                and self._rng.random() < config.fail_rate
-            )
+            random_status = None
+            if not drop and scripted is None:
+                drop, random_status = self._faults(config)
             max_body = config.max_body_bytes
         if drop:
             return self._drop(request, path, at=at)
@@ -380,10 +445,13 @@ class HeapEmulator:
             retry_after = scripted.retry_after if scripted.status in (429, 503) else None
             text = f"scripted {scripted.status}"
             return self._answer(path, scripted.status, text, at=at, retry_after=retry_after)
-        if random_failure:
-            return self._answer(path, 500, "random failure (fail_rate)", at=at)
+        if random_status is not None:
+            return self._answer(path, random_status, FAULT_TEXT[random_status], at=at)
 
-        raw = await _read_limited(request, max_body)
+        try:
+            raw = await _read_limited(request, max_body)
+        except ConnectionError:  # the client went away mid-body (killed, or timed out)
+            return self._drop(request, path, at=at)
         if raw is None:
             return self._answer(path, 413, f"body: larger than {max_body} bytes", at=at)
         if request.content_type != "application/json":
@@ -409,6 +477,8 @@ class HeapEmulator:
             drop_response = self._config.drop_response_next > 0
             if drop_response:
                 self._config.drop_response_next -= 1
+            elif self._config.drop_response_rate > 0:
+                drop_response = self._rng.random() < self._config.drop_response_rate
         if drop_response:
             return self._drop(request, path, at=at, records=records)
         return self._answer(path, 200, at=at, records=records)
@@ -673,7 +743,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8765)
     run.add_argument("--fail-rate", type=float, default=0.0, help="probability of a random 500")
-    run.add_argument("--seed", type=int, default=None, help="seed for --fail-rate")
+    run.add_argument("--throttle-rate", type=float, default=0.0, help="probability of a random 429")
+    run.add_argument("--drop-rate", type=float, default=0.0, help="probability of closing the connection")
+    run.add_argument(
+        "--drop-response-rate", type=float, default=0.0, help="probability of storing, then not answering"
+    )
+    run.add_argument("--seed", type=int, default=None, help="seed for the random faults")
     run.add_argument("--delay", type=float, default=0.0, help="seconds to wait before each answer")
     run.add_argument("--events-per-minute", type=int, default=None, help="per app_id (Heap: 15000)")
     run.add_argument("--events-per-identity-per-minute", type=int, default=None, help="(Heap: 1000)")
@@ -717,6 +792,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     emulator = HeapEmulator(
         fail_rate=args.fail_rate,
+        throttle_rate=args.throttle_rate,
+        drop_rate=args.drop_rate,
+        drop_response_rate=args.drop_response_rate,
         seed=args.seed,
         delay=args.delay,
         events_per_minute=args.events_per_minute,

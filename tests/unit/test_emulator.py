@@ -652,6 +652,101 @@ def test_dropped_response_stores_the_request_but_never_answers(heap: RunningEmul
     assert [entry["status"] for entry in state["request_log"]] == [None, 200]
 
 
+def test_random_fault_rates_are_seedable_and_each_gives_its_own_failure() -> None:
+    body = {"app_id": "1", "events": [event(idempotency_key="k1")]}
+
+    def outcomes(seed: int, **rates: float) -> list[int | None]:
+        with run_in_thread(seed=seed, **rates) as heap:
+            answers: list[int | None] = []
+            for _ in range(30):
+                try:
+                    answers.append(post(heap.url + TRACK_PATH, body)[0])
+                except (ConnectionError, urllib.error.URLError):
+                    answers.append(None)
+            return answers
+
+    assert set(outcomes(3, throttle_rate=0.5)) == {200, 429}
+    dropped = outcomes(3, drop_rate=0.5)
+    assert set(dropped) == {200, None} and dropped == outcomes(3, drop_rate=0.5)
+    assert set(outcomes(3, drop_response_rate=0.5)) == {200, None}
+
+
+def test_throttle_rate_one_answers_429_without_retry_after_and_stores_nothing(heap: RunningEmulator) -> None:
+    heap.emulator.configure(throttle_rate=1.0)
+
+    status, text, headers = post(heap.url + USERS_PATH, {"app_id": "1", "users": [user()]})
+
+    assert (status, "Retry-After" in headers) == (429, False)
+    assert "throttle_rate" in text
+    assert_nothing_stored(heap.emulator.snapshot())
+
+
+def test_drop_rate_one_closes_every_connection_and_stores_nothing(heap: RunningEmulator) -> None:
+    heap.emulator.configure(drop_rate=1.0)
+
+    for _ in range(3):
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            post(heap.url + TRACK_PATH, {"app_id": "1", "events": [event(idempotency_key="k1")]})
+    state = heap.emulator.snapshot()
+    assert_nothing_stored(state)
+    assert [entry["status"] for entry in state["request_log"]] == [None] * 3
+
+
+def test_drop_response_rate_one_stores_the_request_and_never_answers(heap: RunningEmulator) -> None:
+    heap.emulator.configure(drop_response_rate=1.0)
+    body = {"app_id": "1", "events": [event(idempotency_key="k1")]}
+
+    for _ in range(2):
+        with pytest.raises((ConnectionError, urllib.error.URLError)):
+            post(heap.url + TRACK_PATH, body)
+    state = heap.emulator.snapshot()
+    assert len(state["events"]) == 1 and state["duplicate_events"] == 1
+
+
+def test_an_outage_answers_503_to_everything_then_recovers_on_its_own() -> None:
+    clock = FakeClock()
+    with run_in_thread(time_fn=clock) as heap:
+        body = {"app_id": "1", "users": [user()]}
+        assert heap.emulator.configure(outage_seconds=10)["outage_seconds"] == 10
+        during = [post(heap.url + USERS_PATH, body)[0] for _ in range(3)]
+        clock.now += 9.5
+        late = post(heap.url + USERS_PATH, body)[0]
+        remaining = heap.emulator.snapshot()["config"]["outage_seconds"]
+        clock.now += 0.5
+        after = post(heap.url + USERS_PATH, body)[0]
+        state = heap.emulator.snapshot()
+
+    assert during == [503] * 3 and late == 503 and after == 200
+    assert remaining == pytest.approx(0.5)
+    assert state["outage_refused"] == 4
+    assert state["config"]["outage_seconds"] == 0
+    assert state["records"] == {USERS_PATH: 1}
+
+
+def test_peak_in_flight_counts_requests_handled_at_once() -> None:
+    import concurrent.futures
+
+    with run_in_thread(delay=0.3) as heap:
+        body = {"app_id": "1", "users": [user()]}
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            statuses = list(pool.map(lambda _: post(heap.url + USERS_PATH, body)[0], range(4)))
+        parallel = heap.emulator.snapshot()["peak_in_flight"]
+        heap.emulator.reset()
+        post(heap.url + USERS_PATH, body)
+        serial = heap.emulator.snapshot()["peak_in_flight"]
+
+    assert statuses == [200] * 4
+    assert (parallel, serial) == (4, 1)
+
+
+def test_counts_are_the_requests_received_and_the_records_stored(heap: RunningEmulator) -> None:
+    post(heap.url + USERS_PATH, {"app_id": "1", "users": [user("a"), user("b")]})
+    heap.emulator.configure(script=[500])
+    post(heap.url + USERS_PATH, {"app_id": "1", "users": [user("c")]})
+
+    assert heap.emulator.counts() == {"requests": 2, "stored": 2}
+
+
 def test_events_per_minute_limit_answers_429_until_the_window_slides() -> None:
     clock = FakeClock()
     with run_in_thread(events_per_minute=5, time_fn=clock) as heap:
@@ -708,6 +803,10 @@ def test_configure_rejects_unknown_keys_and_bad_values() -> None:
         {"delay": -1},
         {"script": [42]},
         {"events_per_minute": 0},
+        {"drop_rate": 1.5},
+        {"throttle_rate": -0.1},
+        {"drop_response_rate": "half"},
+        {"outage_seconds": -3},
     ):
         with pytest.raises(ValueError):
             emulator.configure(**settings)
@@ -739,6 +838,8 @@ def test_config_state_and_reset_endpoints(heap: RunningEmulator) -> None:
         "records",
         "status_counts",
         "request_log",
+        "peak_in_flight",
+        "outage_refused",
         "config",
         "time_scale",
     }
@@ -817,10 +918,17 @@ def test_summarize_an_empty_state() -> None:
 
 
 @pytest.mark.timeout(30)
-def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("flags", "answer"),
+    [((), 200), (("--throttle-rate", "1"), 429), (("--fail-rate", "1"), 500)],
+    ids=["no-faults", "throttle-rate", "fail-rate"],
+)
+def test_cli_serves_until_sigterm_and_writes_the_state_file(
+    tmp_path: Path, flags: tuple[str, ...], answer: int
+) -> None:
     state_file = tmp_path / "state.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "heap_dbt.emulator", "--port", "0", "--state-file", str(state_file)],
+        [sys.executable, "-m", "heap_dbt.emulator", "--port", "0", "--state-file", str(state_file), *flags],
         cwd=REPO_ROOT,
         stderr=subprocess.PIPE,
         text=True,
@@ -831,7 +939,7 @@ def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> N
         line = process.stderr.readline()
         assert line.startswith("Heap emulator listening on http://127.0.0.1:")
         url = line.rsplit(" ", 1)[1].strip()
-        assert post(url + ACCOUNTS_PATH, {"app_id": "1", "accounts": [account()]})[0] == 200
+        assert post(url + ACCOUNTS_PATH, {"app_id": "1", "accounts": [account()]})[0] == answer
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
@@ -841,7 +949,8 @@ def test_cli_serves_until_sigterm_and_writes_the_state_file(tmp_path: Path) -> N
         if process.stderr is not None:
             process.stderr.close()
 
-    assert json.loads(state_file.read_text())["accounts"] == {"1": {"acme-co": {"seats": 12}}}
+    stored = {"1": {"acme-co": {"seats": 12}}} if answer == 200 else {}
+    assert json.loads(state_file.read_text())["accounts"] == stored
 
 
 @pytest.mark.usefixtures("permissive_umask")
