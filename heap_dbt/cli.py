@@ -36,9 +36,15 @@ TargetPath = Annotated[
 ]
 Select = Annotated[
     list[str] | None,
-    typer.Option("--select", "-s", help="Models to sync: name, tag:x, path:p, fqn:x, +model+ (dbt syntax)."),
+    typer.Option(
+        "--select", "-s", help="Models to sync, in dbt's syntax: name, tag:x, path:p, config.k:v, +model+."
+    ),
 ]
 Exclude = Annotated[list[str] | None, typer.Option(help="Models to leave out (same syntax as --select).")]
+Selector = Annotated[
+    str | None,
+    typer.Option(help="A selector from selectors.yml, as in dbt (default: the one with default: true)."),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 StatePath = Annotated[
     Path | None,
@@ -97,6 +103,7 @@ def sync(
     target_path: TargetPath = None,
     select: Select = None,
     exclude: Exclude = None,
+    selector: Selector = None,
     app_id: Annotated[
         str | None, typer.Option(help="Heap environment ID (default: HEAP_APP_ID).", show_default=False)
     ] = None,
@@ -151,6 +158,7 @@ def sync(
         target_path=target_path,
         select=select,
         exclude=exclude,
+        selector=selector,
         app_id=app_id,
         region=region,
         concurrency=concurrency,
@@ -198,6 +206,7 @@ def list_syncs(
     target_path: TargetPath = None,
     select: Select = None,
     exclude: Exclude = None,
+    selector: Selector = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -205,8 +214,9 @@ def list_syncs(
     from heap_dbt.plan import SyncOptions, plan_specs
 
     options = SyncOptions(
-        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude, env=dict(os.environ)
-    )
+        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
+        selector=selector, env=dict(os.environ),
+    )  # fmt: skip
     try:
         _, _, specs, problems = plan_specs(options)
     except Exception as exc:  # one place turns every error into one sentence
