@@ -233,6 +233,64 @@ def list_syncs(
     raise typer.Exit(code=2 if problems else 0)
 
 
+@app.command("exposures")
+def write_exposures(
+    project_dir: ProjectDir = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    selector: Selector = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="The YAML file to write (default: heap_exposures.yml in the first model path)."),
+    ] = None,
+    owner_name: Annotated[
+        str | None, typer.Option(help="Owner of the syncs whose model sets no config.meta.heap_owner.")
+    ] = None,
+    owner_email: Annotated[str | None, typer.Option(help="Owner's email, likewise.")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is out of date (for CI).")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Write a dbt exposure per sync (heap_<model>), for dbt docs and `dbt build -s +exposure:...`."""
+    from heap_dbt import exposures as ex
+    from heap_dbt.errors import ConfigError
+    from heap_dbt.plan import SyncOptions, plan_specs
+
+    options = SyncOptions(
+        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
+        selector=selector, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        paths, manifest, specs, problems = plan_specs(options)
+        if problems:
+            raise ConfigError("Fix config.meta.heap before writing exposures:", problems=problems)
+        items = ex.exposures(specs, manifest, owner=ex.Owner(name=owner_name, email=owner_email))
+        path = output or ex.default_output(paths.project_dir)
+        text = ex.render(items)
+        try:
+            old: str | None = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            old = None
+        if check:
+            diff = ex.differences(old, items, text)
+            if diff is not None:
+                typer.echo(f"{path} is out of date: {diff}.", err=True)
+                typer.echo("Run `heap-dbt exposures` (with the same flags) and commit the file.", err=True)
+                raise typer.Exit(code=1)
+            typer.echo(f"{path} is up to date ({len(items)} exposures).")
+            return
+        if old != text:
+            ex.write(path, text)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # one place turns every error into one sentence
+        _fail(exc, debug=debug)
+        return
+    typer.echo(f"{'Wrote' if old != text else 'Unchanged:'} {len(items)} exposures in {path}.")
+
+
 @app.command()
 def history(
     project_dir: ProjectDir = None,
