@@ -199,3 +199,39 @@ def test_ls_with_a_selector_from_selectors_yml(built_sample: Path) -> None:
     proc = heap_dbt(built_sample, "ls", "--selector", "heap_marts_but_events", "--json")
     assert proc.returncode == 0, proc.stderr
     assert sorted(r["model"] for r in json.loads(proc.stdout)["syncs"]) == ["heap_accounts", "heap_users"]
+
+
+def test_the_default_selector_applies_as_in_dbt(built_sample: Path, tmp_path: Path) -> None:
+    """With `default: true` on a selector, dbt ls without --select lists its models; so does heap-dbt."""
+    project = tmp_path / "heap_demo"
+    shutil.copytree(built_sample, project)
+    selectors = project / "selectors.yml"
+    text = selectors.read_text()
+    marked = text.replace("  - name: fed_by_orders\n", "  - name: fed_by_orders\n    default: true\n")
+    assert marked != text
+    selectors.write_text(marked)
+    out = tmp_path / "dbt_ls.json"
+    cases = [[], ["--select", "heap_accounts"]]
+    proc = subprocess.run(
+        [sys.executable, str(BATCH), str(project), str(project / "target"), str(out)],
+        input=json.dumps(cases),
+        cwd=project,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    by_default, explicit = json.loads(out.read_text())
+    assert by_default["names"] == ["account_health", "heap_purchases", "heap_users", "stg_orders"]
+    assert explicit["names"] == ["heap_accounts"]
+
+    manifest = load_manifest(project / "target" / "manifest.json")  # dbt parse just wrote it
+    chosen = select(manifest)
+    assert sorted(manifest.models[u].name for u in chosen.models) == by_default["names"]
+    assert chosen.default_selector == "fed_by_orders"
+    listed = heap_dbt(project, "ls", "--json")
+    assert sorted(r["model"] for r in json.loads(listed.stdout)["syncs"]) == ["heap_purchases", "heap_users"]
+    listed = heap_dbt(project, "ls", "--select", "heap_accounts", "--json")
+    assert [r["model"] for r in json.loads(listed.stdout)["syncs"]] == ["heap_accounts"]
