@@ -103,9 +103,12 @@ class ModelNode:
     version: str | int | float | None = None
 
 
-@dataclass(frozen=True)
-class GraphNode:
-    """Any node of dbt's graph (model, seed, test, source, exposure, ...), with what selectors read."""
+class GraphNode(msgspec.Struct, frozen=True):
+    """Any node of dbt's graph (model, seed, test, source, exposure, ...), with what selectors read.
+
+    A Struct, not a dataclass: a manifest has tens of thousands of nodes, and a Struct is
+    built several times faster.
+    """
 
     unique_id: str
     resource_type: str
@@ -124,7 +127,7 @@ class GraphNode:
 
     def config(self) -> dict[str, Any]:
         """The node's whole config, decoded on demand (only ``config.<key>:`` selectors need it)."""
-        value = msgspec.json.decode(self.raw_config)
+        value = _ANY.decode(self.raw_config)
         return value if isinstance(value, dict) else {}
 
 
@@ -156,6 +159,10 @@ class RunResults:
     invocation_id: str | None
     args: dict[str, Any]
     statuses: dict[str, str]
+
+
+_CONFIG = msgspec.json.Decoder(_NodeConfig)
+_ANY = msgspec.json.Decoder()
 
 
 def _schema_version(url: str) -> str:
@@ -197,15 +204,18 @@ def load_manifest(path: Path) -> Manifest:
                    doc.saved_queries, doc.unit_tests, doc.functions)  # fmt: skip
     for collection in collections:
         for uid, node in collection.items():
-            try:
-                config = msgspec.json.decode(node.config, type=_NodeConfig)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise ManifestError(
-                    f"The dbt manifest at {path} has an unreadable config for {uid} ({exc}). "
-                    "Re-run `dbt run` to write a fresh one."
-                ) from exc
-            if not config.enabled:
-                continue
+            config = None
+            if node.resource_type == "model":
+                try:
+                    config = _CONFIG.decode(node.config)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ManifestError(
+                        f"The dbt manifest at {path} has an unreadable config for {uid} ({exc}). "
+                        "Re-run `dbt run` to write a fresh one."
+                    ) from exc
+                if not config.enabled:
+                    continue
+            # dbt keeps disabled nodes of other types under `disabled`, out of these collections
             graph[uid] = GraphNode(
                 unique_id=uid,
                 resource_type=node.resource_type,
@@ -222,7 +232,7 @@ def load_manifest(path: Path) -> Manifest:
                 source_name=node.source_name,
                 test_name=node.test_metadata.name if node.test_metadata else None,
             )
-            if node.resource_type != "model":
+            if config is None:
                 continue
             # dbt merges top-level meta into config.meta; older manifests may only have one.
             meta = config.meta or node.meta or {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -319,15 +319,32 @@ def _path_pattern(value: str) -> list[str]:
     return parts
 
 
-def _path_selected(node: GraphNode, pattern: list[str]) -> bool:
-    candidates: list[tuple[list[str], bool]] = []
-    if node.original_file_path:
-        ofp = PurePosixPath(node.original_file_path)
-        candidates.append((list(ofp.parts), False))
-        candidates += [(list(p.parts), True) for p in ofp.parents]
-    if node.patch_path and "://" in node.patch_path:
-        candidates.append((list(PurePosixPath(node.patch_path.split("://", 1)[1]).parts), False))
-    return any(_glob_match(pattern, parts, is_dir=is_dir) for parts, is_dir in candidates)
+def _path_matcher(pattern: list[str]) -> Callable[[GraphNode], bool]:
+    """dbt matches the pattern's glob against a node's file, its directories and its YAML file."""
+    if not any(p == "**" or any(w in p for w in _WILDCARDS) for p in pattern):
+        # no wildcard: the file itself, or any file below the directory
+        literal = "/".join(p for p in pattern if p)
+        below = literal + "/"
+        dir_only = pattern[-1] == ""
+
+        def plain(n: GraphNode) -> bool:
+            ofp = n.original_file_path
+            patch = n.patch_path.split("://", 1)[1] if n.patch_path and "://" in n.patch_path else None
+            return ofp.startswith(below) or (not dir_only and literal in (ofp, patch))
+
+        return plain
+
+    def glob(n: GraphNode) -> bool:
+        candidates: list[tuple[list[str], bool]] = []
+        if n.original_file_path:
+            parts = n.original_file_path.split("/")
+            candidates.append((parts, False))
+            candidates += [(parts[:k], True) for k in range(len(parts) - 1, -1, -1)]
+        if n.patch_path and "://" in n.patch_path:
+            candidates.append((n.patch_path.split("://", 1)[1].split("/"), False))
+        return any(_glob_match(pattern, parts, is_dir=is_dir) for parts, is_dir in candidates)
+
+    return glob
 
 
 def _descend(config: Any, keys: tuple[str, ...]) -> tuple[bool, Any]:
@@ -364,94 +381,136 @@ def _version_key(v: str | int | float) -> tuple[int, float | str]:
         return (1, str(v))
 
 
-def _named(node: GraphNode, value: str, resource_type: str, raw: str) -> bool:
-    parts = value.split(".")
-    if len(parts) > 2:
-        raise ConfigError(f"The selector {raw!r} has too many dots; write it as name or package.name.")
-    package, name = parts if len(parts) == 2 else ["*", parts[0]]
-    return (
-        node.resource_type == resource_type
-        and fnmatch.fnmatch(node.package_name, package)
-        and fnmatch.fnmatch(node.name, name)
-    )
+def _matcher(manifest: Manifest, c: Criterion) -> Callable[[GraphNode], bool]:
+    """A test of one node for ``c``'s method and value (graph operators come after)."""
+    value, method = c.value, c.method
+    if method == "fqn":
+        if "." in value or any(w in value for w in _WILDCARDS):
+            return lambda n: n.resource_type != "source" and _is_selected_fqn_any(n, value)
+        return lambda n: n.resource_type != "source" and _is_named(n.fqn, value, n.version is not None)
+    if method == "tag":
+        return lambda n: any(fnmatch.fnmatch(t, value) for t in n.tags)
+    if method == "path":
+        return _path_matcher(_path_pattern(value))
+    if method == "file":
+        return lambda n: _file_matches(n.original_file_path, value)
+    if method == "package":
+        package = manifest.project_name if value == "this" and manifest.project_name else value
+        return lambda n: fnmatch.fnmatch(n.package_name, package)
+    if method == "config":
+        severity = c.arguments == ("severity",)  # dbt compares severities case-insensitively
 
+        def config(n: GraphNode) -> bool:
+            if n.resource_type in _UNCONFIGURABLE:
+                return False
+            found, got = _descend(n.config(), c.arguments)
+            return found and _config_equals(value, got, case_insensitive=severity)
 
-def _search(manifest: Manifest, c: Criterion) -> Iterator[str]:
-    """The nodes that ``c``'s method and value match, before graph operators."""
-    value = c.value
-    if c.method == "path":
-        pattern = _path_pattern(value)
-    if c.method == "source":
+        return config
+    if method == "resource_type":
+        if value not in _RESOURCE_TYPES:
+            raise ConfigError(
+                f"Unknown resource type {value!r} in {c.raw!r}; "
+                f"use one of {', '.join(sorted(_RESOURCE_TYPES))}."
+            )
+        return lambda n: n.resource_type == value
+    if method == "source":
         parts = value.split(".")
         if len(parts) > 3:
             raise ConfigError(
                 f"The selector {c.raw!r} has too many dots; write it as source or source.table."
             )
         # dbt: source, source.table or package.source.table
-        source = {1: ["*", parts[0], "*"], 2: ["*", *parts], 3: parts}[len(parts)]
-    if c.method == "resource_type" and value not in _RESOURCE_TYPES:
-        raise ConfigError(
-            f"Unknown resource type {value!r} in {c.raw!r}; use model, seed, snapshot, test, ..."
+        pkg, src, table = {1: ["*", parts[0], "*"], 2: ["*", *parts], 3: parts}[len(parts)]
+        return lambda n: (
+            n.resource_type == "source"
+            and fnmatch.fnmatch(n.package_name, pkg)
+            and fnmatch.fnmatch(n.source_name or "", src)
+            and fnmatch.fnmatch(n.name, table)
         )
-    if c.method == "test_type" and value not in ("generic", "schema", "data", "singular", "unit"):
-        raise ConfigError(f"Unknown test type {value!r} in {c.raw!r}; use generic, singular, unit or data.")
-    if c.method == "version" and value not in ("latest", "prerelease", "old", "none"):
-        raise ConfigError(f"Unknown version {value!r} in {c.raw!r}; use latest, prerelease, old or none.")
-    if c.method == "package" and value == "this" and manifest.project_name:
-        value = manifest.project_name
-    for uid, node in manifest.nodes.items():
-        kind = node.resource_type
-        if c.method == "fqn":
-            hit = kind != "source" and _is_selected_fqn_any(node, value)
-        elif c.method == "tag":
-            hit = any(fnmatch.fnmatch(t, value) for t in node.tags)
-        elif c.method == "path":
-            hit = _path_selected(node, pattern)
-        elif c.method == "file":
-            name = PurePosixPath(node.original_file_path)
-            hit = fnmatch.fnmatch(name.name, value) or fnmatch.fnmatch(name.stem, value)
-        elif c.method == "package":
-            hit = fnmatch.fnmatch(node.package_name, value)
-        elif c.method == "config":
-            hit = False
-            if kind not in ("exposure", "metric", "semantic_model", "saved_query", "unit_test", "function"):
-                found, got = _descend(node.config(), c.arguments)
-                hit = found and _config_equals(value, got, case_insensitive=c.arguments == ("severity",))
-        elif c.method == "resource_type":
-            hit = kind == value
-        elif c.method == "source":
-            hit = (
-                kind == "source"
-                and fnmatch.fnmatch(node.package_name, source[0])
-                and fnmatch.fnmatch(node.source_name or "", source[1])
-                and fnmatch.fnmatch(node.name, source[2])
+    if method in ("exposure", "metric", "semantic_model", "saved_query", "unit_test"):
+        parts = value.split(".")
+        if len(parts) > 2:
+            raise ConfigError(f"The selector {c.raw!r} has too many dots; write it as name or package.name.")
+        pkg, name = parts if len(parts) == 2 else ["*", parts[0]]
+        return lambda n: (
+            n.resource_type == method
+            and fnmatch.fnmatch(n.package_name, pkg)
+            and fnmatch.fnmatch(n.name, name)
+        )
+    if method == "group":
+
+        def group(n: GraphNode) -> bool:
+            got = n.config().get("group") if n.resource_type not in _UNGROUPABLE else None
+            return isinstance(got, str) and fnmatch.fnmatch(got, value)
+
+        return group
+    if method == "access":
+        return lambda n: n.resource_type == "model" and n.access == value
+    if method == "test_name":
+
+        def test_name(n: GraphNode) -> bool:
+            tested = (
+                n.test_name
+                if n.resource_type == "test"
+                else n.name
+                if n.resource_type == "unit_test"
+                else None
             )
-        elif c.method in ("exposure", "metric", "semantic_model", "saved_query", "unit_test"):
-            hit = _named(node, value, c.method, c.raw)
-        elif c.method == "group":
-            group = node.config().get("group") if kind not in _UNGROUPABLE else None
-            hit = isinstance(group, str) and fnmatch.fnmatch(group, value)
-        elif c.method == "access":
-            hit = kind == "model" and node.access == value
-        elif c.method == "test_name":
-            hit = (
-                kind == "test" and node.test_name is not None and fnmatch.fnmatch(node.test_name, value)
-            ) or (kind == "unit_test" and fnmatch.fnmatch(node.name, value))
-        elif c.method == "test_type":
-            generic = kind == "test" and node.test_name is not None
-            singular = kind == "test" and node.test_name is None
-            hit = {
-                "generic": generic, "schema": generic, "data": generic or singular,
-                "singular": singular, "unit": kind == "unit_test",
-            }[value]  # fmt: skip
-        else:  # version
-            hit = kind == "model" and _version_matches(node, value)
-        if hit:
-            yield uid
+            return tested is not None and fnmatch.fnmatch(tested, value)
+
+        return test_name
+    if method == "test_type":
+        kinds = {
+            "generic": {"generic"}, "schema": {"generic"}, "data": {"generic", "singular"},
+            "singular": {"singular"}, "unit": {"unit"},
+        }.get(value)  # fmt: skip
+        if kinds is None:
+            raise ConfigError(
+                f"Unknown test type {value!r} in {c.raw!r}; use generic, singular, unit or data."
+            )
+        return lambda n: _test_kind(n) in kinds
+    if value not in ("latest", "prerelease", "old", "none"):
+        raise ConfigError(f"Unknown version {value!r} in {c.raw!r}; use latest, prerelease, old or none.")
+    return lambda n: n.resource_type == "model" and _version_matches(n, value)
 
 
+def _test_kind(n: GraphNode) -> str | None:
+    if n.resource_type == "unit_test":
+        return "unit"
+    if n.resource_type == "test":
+        return "generic" if n.test_name is not None else "singular"
+    return None
+
+
+def _file_matches(original_file_path: str, value: str) -> bool:
+    name = original_file_path.rsplit("/", 1)[-1]
+    return fnmatch.fnmatch(name, value) or fnmatch.fnmatch(PurePosixPath(name).stem, value)
+
+
+def _search(manifest: Manifest, c: Criterion) -> set[str]:
+    """The nodes that ``c``'s method and value match, before graph operators."""
+    match = _matcher(manifest, c)
+    return {uid for uid, node in manifest.nodes.items() if match(node)}
+
+
+# dbt's config: method reads the nodes of manifest.nodes and sources, not these.
+_UNCONFIGURABLE = frozenset({"exposure", "metric", "semantic_model", "saved_query", "unit_test", "function"})
 # dbt reads config.group of the nodes in manifest.nodes and of metrics, not of these.
 _UNGROUPABLE = frozenset({"source", "exposure", "semantic_model", "saved_query", "unit_test", "function"})
+
+
+def _is_named(fqn: tuple[str, ...], name: str, versioned: bool) -> bool:
+    """``_is_selected_fqn_any`` for a plain name (no dot, no wildcard), without its loop: the
+    leaf (or, versioned, the model name or ``name_v2``), or the first part of the fqn with or
+    without its package (a package or top folder)."""
+    if not fqn:
+        return False
+    if fqn[0].split(".", 1)[0] == name or (len(fqn) > 1 and fqn[1].split(".", 1)[0] == name):
+        return True
+    if versioned:
+        return (len(fqn) >= 2 and fqn[-2] == name) or "_".join(fqn[-2:]) == name
+    return fqn[-1] == name
 
 
 def _is_selected_fqn_any(node: GraphNode, value: str) -> bool:
@@ -486,7 +545,7 @@ def _walk(start: set[str], graph: Mapping[str, list[str]], depth: int | None) ->
 
 def _evaluate(manifest: Manifest, spec: Spec) -> set[str]:
     if isinstance(spec, Criterion):
-        selected = set(_search(manifest, spec))
+        selected = _search(manifest, spec)
         extra: set[str] = set()
         if spec.childrens_parents:
             down = _walk(selected, manifest.child_map, None) | selected

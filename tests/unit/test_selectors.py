@@ -435,3 +435,23 @@ def test_selector_and_select_together_is_an_error(tmp_path: Path) -> None:
     manifest = write(tmp_path, {"d": {"name": "d", "definition": "tag:heap", "default": False}})
     with pytest.raises(ConfigError, match="--selector cannot be combined with --select or --exclude"):
         select(manifest, select=["other"], selector="d")
+
+
+@pytest.mark.parametrize(
+    "fqn",
+    [("demo", "marts", "dim_users"), ("demo", "dim_users"), ("demo.x", "marts", "a.b"), ("demo",),
+     ("demo", "orders", "v2"), ("other", "demo", "x")],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "name", ["demo", "marts", "dim_users", "x", "orders", "v2", "orders_v2", "a", "b", "other"]
+)
+@pytest.mark.parametrize("versioned", [False, True])
+def test_plain_names_take_a_shortcut_with_the_same_answer(
+    fqn: tuple[str, ...], name: str, versioned: bool
+) -> None:
+    from heap_dbt.selectors import _is_named, _is_selected_fqn
+
+    general = _is_selected_fqn(fqn, name, versioned) or (
+        len(fqn) > 1 and _is_selected_fqn(fqn[1:], name, versioned)
+    )
+    assert _is_named(fqn, name, versioned) == general
