@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from heap_dbt.emulator import RunningEmulator
 from heap_dbt.manifest import load_manifest
 from heap_dbt.plan import SyncOptions, plan_specs
 from heap_dbt.selectors import select
-from tests.conftest import clean_env, heap_dbt
+from tests.conftest import APP_ID, clean_env, heap_dbt
 
 # Whichever test runs first pays for the module's fixture: dbt imported once, the project parsed,
 # and one in-process `dbt ls` per case (about 0.2 s of CPU each, more on a busy machine).
@@ -235,3 +236,13 @@ def test_the_default_selector_applies_as_in_dbt(built_sample: Path, tmp_path: Pa
     assert sorted(r["model"] for r in json.loads(listed.stdout)["syncs"]) == ["heap_purchases", "heap_users"]
     listed = heap_dbt(project, "ls", "--select", "heap_accounts", "--json")
     assert [r["model"] for r in json.loads(listed.stdout)["syncs"]] == ["heap_accounts"]
+
+
+def test_sync_with_a_selector_sends_only_its_models(project: Path, emulator: RunningEmulator) -> None:
+    proc = heap_dbt(project, "sync", "--selector", "users_only", base_url=emulator.url)
+    assert proc.returncode == 0, proc.stderr
+    state = emulator.emulator.snapshot()
+    assert len(state["users"][APP_ID]) == 36
+    assert state["accounts"] == {} and state["events"] == []
+    results = json.loads((project / "target" / "heap_sync_results.json").read_text())
+    assert [s["model"] for s in results["syncs"]] == ["heap_users"]
