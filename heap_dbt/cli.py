@@ -36,9 +36,15 @@ TargetPath = Annotated[
 ]
 Select = Annotated[
     list[str] | None,
-    typer.Option("--select", "-s", help="Models to sync: name, tag:x, path:p, fqn:x, +model+ (dbt syntax)."),
+    typer.Option(
+        "--select", "-s", help="Models to sync, in dbt's syntax: name, tag:x, path:p, config.k:v, +model+."
+    ),
 ]
 Exclude = Annotated[list[str] | None, typer.Option(help="Models to leave out (same syntax as --select).")]
+Selector = Annotated[
+    str | None,
+    typer.Option(help="A selector from selectors.yml, as in dbt (default: the one with default: true)."),
+]
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")]
 StatePath = Annotated[
     Path | None,
@@ -97,6 +103,7 @@ def sync(
     target_path: TargetPath = None,
     select: Select = None,
     exclude: Exclude = None,
+    selector: Selector = None,
     app_id: Annotated[
         str | None, typer.Option(help="Heap environment ID (default: HEAP_APP_ID).", show_default=False)
     ] = None,
@@ -159,6 +166,7 @@ def sync(
         target_path=target_path,
         select=select,
         exclude=exclude,
+        selector=selector,
         app_id=app_id,
         region=region,
         concurrency=concurrency,
@@ -214,6 +222,7 @@ def list_syncs(
     target_path: TargetPath = None,
     select: Select = None,
     exclude: Exclude = None,
+    selector: Selector = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
@@ -221,8 +230,9 @@ def list_syncs(
     from heap_dbt.plan import SyncOptions, plan_specs
 
     options = SyncOptions(
-        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude, env=dict(os.environ)
-    )
+        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
+        selector=selector, env=dict(os.environ),
+    )  # fmt: skip
     try:
         _, _, specs, problems = plan_specs(options)
     except Exception as exc:  # one place turns every error into one sentence
@@ -237,6 +247,64 @@ def list_syncs(
         for p in problems:
             typer.echo(f"Problem: {p}", err=True)
     raise typer.Exit(code=2 if problems else 0)
+
+
+@app.command("exposures")
+def write_exposures(
+    project_dir: ProjectDir = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    selector: Selector = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(help="The YAML file to write (default: heap_exposures.yml in the first model path)."),
+    ] = None,
+    owner_name: Annotated[
+        str | None, typer.Option(help="Owner of the syncs whose model sets no config.meta.heap_owner.")
+    ] = None,
+    owner_email: Annotated[str | None, typer.Option(help="Owner's email, likewise.")] = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Write nothing; exit 1 if the file is out of date (for CI).")
+    ] = False,
+    debug: Debug = False,
+) -> None:
+    """Write a dbt exposure per sync (heap_<model>), for dbt docs and `dbt build -s +exposure:...`."""
+    from heap_dbt import exposures as ex
+    from heap_dbt.errors import ConfigError
+    from heap_dbt.plan import SyncOptions, plan_specs
+
+    options = SyncOptions(
+        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
+        selector=selector, env=dict(os.environ),
+    )  # fmt: skip
+    try:
+        paths, manifest, specs, problems = plan_specs(options)
+        if problems:
+            raise ConfigError("Fix config.meta.heap before writing exposures:", problems=problems)
+        items = ex.exposures(specs, manifest, owner=ex.Owner(name=owner_name, email=owner_email))
+        path = output or ex.default_output(paths.project_dir)
+        text = ex.render(items)
+        try:
+            old: str | None = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            old = None
+        if check:
+            diff = ex.differences(old, items, text)
+            if diff is not None:
+                typer.echo(f"{path} is out of date: {diff}.", err=True)
+                typer.echo("Run `heap-dbt exposures` (with the same flags) and commit the file.", err=True)
+                raise typer.Exit(code=1)
+            typer.echo(f"{path} is up to date ({len(items)} exposures).")
+            return
+        if old != text:
+            ex.write(path, text)
+    except typer.Exit:
+        raise
+    except Exception as exc:  # one place turns every error into one sentence
+        _fail(exc, debug=debug)
+        return
+    typer.echo(f"{'Wrote' if old != text else 'Unchanged:'} {len(items)} exposures in {path}.")
 
 
 @app.command()

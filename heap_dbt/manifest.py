@@ -6,9 +6,7 @@ reads in a fraction of a second and fields added by newer dbt versions do no har
 
 from __future__ import annotations
 
-import fnmatch
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,13 @@ class _NodeConfig(msgspec.Struct):
     tags: list[str] = msgspec.field(default_factory=list)
 
 
+class _TestMetadata(msgspec.Struct):
+    name: str = ""
+
+
 class _Node(msgspec.Struct):
+    """A node of any resource type (model, seed, test, source, exposure, ...)."""
+
     unique_id: str
     resource_type: str
     name: str
@@ -35,11 +39,18 @@ class _Node(msgspec.Struct):
     database: str | None = None
     schema: str | None = None
     alias: str | None = None
-    config: _NodeConfig = msgspec.field(default_factory=_NodeConfig)
+    # Raw, so that only models pay for decoding it, and `config.<key>:` selectors can read any key.
+    config: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     tags: list[str] = msgspec.field(default_factory=list)
     fqn: list[str] = msgspec.field(default_factory=list)
     original_file_path: str = ""
+    patch_path: str | None = None
+    version: str | int | float | None = None
+    latest_version: str | int | float | None = None
+    access: str | None = None
+    source_name: str | None = None
+    test_metadata: _TestMetadata | None = None
 
 
 class _Metadata(msgspec.Struct):
@@ -53,6 +64,14 @@ class _Metadata(msgspec.Struct):
 class _Manifest(msgspec.Struct):
     metadata: _Metadata
     nodes: dict[str, _Node] = msgspec.field(default_factory=dict)
+    sources: dict[str, _Node] = msgspec.field(default_factory=dict)
+    exposures: dict[str, _Node] = msgspec.field(default_factory=dict)
+    metrics: dict[str, _Node] = msgspec.field(default_factory=dict)
+    semantic_models: dict[str, _Node] = msgspec.field(default_factory=dict)
+    saved_queries: dict[str, _Node] = msgspec.field(default_factory=dict)
+    unit_tests: dict[str, _Node] = msgspec.field(default_factory=dict)
+    functions: dict[str, _Node] = msgspec.field(default_factory=dict)
+    selectors: dict[str, Any] = msgspec.field(default_factory=dict)
     parent_map: dict[str, list[str]] = msgspec.field(default_factory=dict)
     child_map: dict[str, list[str]] = msgspec.field(default_factory=dict)
 
@@ -80,6 +99,36 @@ class ModelNode:
     tags: tuple[str, ...]
     fqn: tuple[str, ...]
     original_file_path: str
+    package_name: str = ""
+    version: str | int | float | None = None
+
+
+class GraphNode(msgspec.Struct, frozen=True):
+    """Any node of dbt's graph (model, seed, test, source, exposure, ...), with what selectors read.
+
+    A Struct, not a dataclass: a manifest has tens of thousands of nodes, and a Struct is
+    built several times faster.
+    """
+
+    unique_id: str
+    resource_type: str
+    name: str
+    package_name: str
+    fqn: tuple[str, ...]
+    tags: tuple[str, ...]
+    original_file_path: str
+    patch_path: str | None
+    raw_config: bytes
+    version: str | int | float | None = None
+    latest_version: str | int | float | None = None
+    access: str | None = None
+    source_name: str | None = None
+    test_name: str | None = None
+
+    def config(self) -> dict[str, Any]:
+        """The node's whole config, decoded on demand (only ``config.<key>:`` selectors need it)."""
+        value = _ANY.decode(self.raw_config)
+        return value if isinstance(value, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -92,6 +141,11 @@ class Manifest:
     models: dict[str, ModelNode]
     parent_map: dict[str, list[str]]
     child_map: dict[str, list[str]]
+    project_name: str | None = None
+    nodes: dict[str, GraphNode] = field(default_factory=dict)
+    """Every enabled node of the graph, models included, for selection."""
+    selectors: dict[str, Any] = field(default_factory=dict)
+    """selectors.yml as dbt wrote it into the manifest: name -> {definition, default, ...}."""
 
     def heap_models(self) -> list[ModelNode]:
         """Models whose meta declares a ``heap`` block, in a stable order."""
@@ -105,6 +159,10 @@ class RunResults:
     invocation_id: str | None
     args: dict[str, Any]
     statuses: dict[str, str]
+
+
+_CONFIG = msgspec.json.Decoder(_NodeConfig)
+_ANY = msgspec.json.Decoder()
 
 
 def _schema_version(url: str) -> str:
@@ -141,21 +199,55 @@ def load_manifest(path: Path) -> Manifest:
             f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.11."
         )
     models: dict[str, ModelNode] = {}
-    for uid, node in doc.nodes.items():
-        if node.resource_type != "model" or not node.config.enabled:
-            continue
-        # dbt merges top-level meta into config.meta; older manifests may only have one.
-        meta = node.config.meta or node.meta or {}
-        models[uid] = ModelNode(
-            unique_id=uid,
-            name=node.name,
-            relation_name=node.relation_name,
-            materialized=node.config.materialized,
-            meta=meta,
-            tags=tuple(node.config.tags or node.tags),
-            fqn=tuple(node.fqn),
-            original_file_path=node.original_file_path,
-        )
+    graph: dict[str, GraphNode] = {}
+    collections = (doc.nodes, doc.sources, doc.exposures, doc.metrics, doc.semantic_models,
+                   doc.saved_queries, doc.unit_tests, doc.functions)  # fmt: skip
+    for collection in collections:
+        for uid, node in collection.items():
+            config = None
+            if node.resource_type == "model":
+                try:
+                    config = _CONFIG.decode(node.config)
+                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                    raise ManifestError(
+                        f"The dbt manifest at {path} has an unreadable config for {uid} ({exc}). "
+                        "Re-run `dbt run` to write a fresh one."
+                    ) from exc
+                if not config.enabled:
+                    continue
+            # dbt keeps disabled nodes of other types under `disabled`, out of these collections
+            graph[uid] = GraphNode(
+                unique_id=uid,
+                resource_type=node.resource_type,
+                name=node.name,
+                package_name=node.package_name,
+                fqn=tuple(node.fqn),
+                tags=tuple(node.tags),
+                original_file_path=node.original_file_path,
+                patch_path=node.patch_path,
+                raw_config=bytes(node.config),
+                version=node.version,
+                latest_version=node.latest_version,
+                access=node.access,
+                source_name=node.source_name,
+                test_name=node.test_metadata.name if node.test_metadata else None,
+            )
+            if config is None:
+                continue
+            # dbt merges top-level meta into config.meta; older manifests may only have one.
+            meta = config.meta or node.meta or {}
+            models[uid] = ModelNode(
+                unique_id=uid,
+                name=node.name,
+                relation_name=node.relation_name,
+                materialized=config.materialized,
+                meta=meta,
+                tags=tuple(config.tags or node.tags),
+                fqn=tuple(node.fqn),
+                original_file_path=node.original_file_path,
+                package_name=node.package_name,
+                version=node.version,
+            )
     return Manifest(
         path=path,
         adapter_type=doc.metadata.adapter_type,
@@ -163,6 +255,9 @@ def load_manifest(path: Path) -> Manifest:
         models=models,
         parent_map=doc.parent_map,
         child_map=doc.child_map,
+        project_name=doc.metadata.project_name,
+        nodes=graph,
+        selectors=doc.selectors,
     )
 
 
@@ -177,77 +272,3 @@ def load_run_results(path: Path) -> RunResults | None:
         args=doc.args,
         statuses={r.unique_id: r.status for r in doc.results},
     )
-
-
-def _walk(start: set[str], graph: dict[str, list[str]], depth: int | None) -> set[str]:
-    seen = set(start)
-    frontier = set(start)
-    level = 0
-    while frontier and (depth is None or level < depth):
-        frontier = {n for f in frontier for n in graph.get(f, ()) if n not in seen}
-        seen |= frontier
-        level += 1
-    return seen
-
-
-def _match_atom(manifest: Manifest, atom: str) -> set[str]:
-    """Models matched by one selector atom, without graph operators."""
-    method, _, value = atom.partition(":") if ":" in atom else ("name", "", atom)
-    out: set[str] = set()
-    for uid, m in manifest.models.items():
-        if method == "name" or method == "fqn":
-            if fnmatch.fnmatchcase(m.name, value) or fnmatch.fnmatchcase(".".join(m.fqn), value):
-                out.add(uid)
-        elif method == "tag":
-            if any(fnmatch.fnmatchcase(t, value) for t in m.tags):
-                out.add(uid)
-        elif method == "path":
-            if m.original_file_path == value or m.original_file_path.startswith(value.rstrip("/") + "/"):
-                out.add(uid)
-        else:
-            raise ManifestError(
-                f"Unsupported selector method {method!r} in {atom!r}; heap-dbt understands "
-                "model names, fqn:, tag: and path:, with + for parents and children."
-            )
-    return out
-
-
-_GRAPH_OPS = re.compile(r"^(?:(?P<up>\d*)\+)?(?P<atom>[^+]+?)(?:\+(?P<down>\d*))?$")
-
-
-def _select_one(manifest: Manifest, selector: str) -> set[str]:
-    """One selector, with ``a,b`` intersection and ``+``/``n+`` graph operators."""
-    result: set[str] | None = None
-    for part in selector.split(","):
-        match = _GRAPH_OPS.match(part)
-        if match is None:
-            raise ManifestError(f"Cannot read the selector {part!r}; write it as dbt does, e.g. +model+.")
-        matched = _match_atom(manifest, match["atom"])
-        selected = set(matched)
-        if match["up"] is not None:
-            selected |= _walk(matched, manifest.parent_map, int(match["up"]) if match["up"] else None)
-        if match["down"] is not None:
-            selected |= _walk(matched, manifest.child_map, int(match["down"]) if match["down"] else None)
-        selected &= manifest.models.keys()
-        result = selected if result is None else result & selected
-    return result or set()
-
-
-def select_models(manifest: Manifest, *, select: list[str] | None, exclude: list[str] | None) -> set[str]:
-    """The unique ids chosen by dbt-style ``--select`` and ``--exclude``.
-
-    Space-separated selectors (or repeated flags) are a union, commas intersect, and
-    ``+`` before or after a selector adds parents or children, as in dbt.
-    """
-    chosen: set[str] = set(manifest.models)
-    if select:
-        chosen = set()
-        for sel in _split(select):
-            chosen |= _select_one(manifest, sel)
-    for sel in _split(exclude or []):
-        chosen -= _select_one(manifest, sel)
-    return chosen
-
-
-def _split(values: list[str]) -> list[str]:
-    return [s for v in values for s in v.split() if s]

@@ -13,8 +13,9 @@ from pathlib import Path
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
 from heap_dbt.errors import ConfigError, MissingRelationError
-from heap_dbt.manifest import Manifest, load_manifest, select_models
+from heap_dbt.manifest import Manifest, load_manifest
 from heap_dbt.profiles import ProjectPaths, resolve_project
+from heap_dbt.selectors import select
 from heap_dbt.urls import check_url
 from heap_dbt.warehouse import Column, WarehouseReader
 
@@ -31,6 +32,8 @@ class SyncOptions:
     target_path: Path | None = None
     select: list[str] | None = None
     exclude: list[str] | None = None
+    selector: str | None = None
+    """A selector from selectors.yml (dbt's --selector); with none of the three, its default: true one."""
     app_id: str | None = None
     region: str = "us"
     base_url: str | None = None
@@ -59,7 +62,9 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
     """
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
     manifest = load_manifest(paths.target_path / "manifest.json")
-    chosen = select_models(manifest, select=options.select, exclude=options.exclude)
+    chosen = select(
+        manifest, select=options.select, exclude=options.exclude, selector=options.selector
+    ).models
     models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
     problems: list[str] = []
     specs = parse_specs(models, problems)

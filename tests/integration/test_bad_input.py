@@ -338,10 +338,19 @@ CASES: list[Case] = [
         args=("--concurrency", "0"),
     ),
     case(
-        "selector-method-unsupported",
-        "Unsupported selector method 'config' in 'config:x'; heap-dbt understands model names, fqn:, "
-        "tag: and path:",
-        args=("-s", "config:x"),
+        "selector-method-unknown",
+        "Unknown selector method 'bogus' in 'bogus:x'; heap-dbt understands fqn, tag, path, file,",
+        args=("-s", "bogus:x"),
+    ),
+    case(
+        "selector-method-needs-state",
+        "The selector method 'state' (in 'state:modified+') needs dbt's --state artifacts",
+        args=("-s", "state:modified+"),
+    ),
+    case(
+        "selector-not-in-the-manifest",
+        "No selector named 'nightly' in the manifest",
+        args=("--selector", "nightly"),
     ),
     case(
         "memory-limit-unreadable",

@@ -1,4 +1,4 @@
-"""Reading manifest.json and choosing models the way dbt's --select and --exclude do."""
+"""Reading manifest.json and run_results.json into the fields heap-dbt needs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from heap_dbt.errors import ManifestError
-from heap_dbt.manifest import Manifest, load_manifest, load_run_results, select_models
+from heap_dbt.manifest import load_manifest, load_run_results
 
 SCHEMA = "https://schemas.getdbt.com/dbt/manifest/v12.json"
 
@@ -218,112 +218,3 @@ def test_unreadable_run_results_are_none(tmp_path: Path, content: str | None) ->
     if content is not None:
         path.write_text(content)
     assert load_run_results(path) is None
-
-
-# --- select_models ----------------------------------------------------------------------------------
-#
-#   raw_users ─> stg_users ─> dim_users ─> fct_activity
-#   raw_events ─> stg_events ─────────────┘
-#   other (alone)
-
-
-@pytest.fixture
-def dag(tmp_path: Path) -> Manifest:
-    nodes = [
-        node("raw_users", path="models/staging/raw_users.sql", tags=["raw"]),
-        node("raw_events", path="models/staging/raw_events.sql", tags=["raw"]),
-        node("stg_users", path="models/staging/stg_users.sql", tags=["staging"]),
-        node("stg_events", path="models/staging/stg_events.sql", tags=["staging", "events"]),
-        node("dim_users", path="models/marts/dim_users.sql", tags=["heap", "nightly"]),
-        node("fct_activity", path="models/marts/fct_activity.sql", tags=["heap", "events"]),
-        node("other", path="models/other.sql"),
-    ]
-    edges = [
-        ("raw_users", "stg_users"),
-        ("stg_users", "dim_users"),
-        ("dim_users", "fct_activity"),
-        ("raw_events", "stg_events"),
-        ("stg_events", "fct_activity"),
-    ]
-    return load_manifest(write_manifest(tmp_path, nodes, edges=edges))
-
-
-SELECTIONS = [
-    pytest.param(
-        None,
-        None,
-        {"raw_users", "raw_events", "stg_users", "stg_events", "dim_users", "fct_activity", "other"},
-        id="everything",
-    ),
-    pytest.param(["dim_users"], None, {"dim_users"}, id="name"),
-    pytest.param(["stg_*"], None, {"stg_users", "stg_events"}, id="glob"),
-    pytest.param(["demo.marts.*"], None, {"dim_users", "fct_activity"}, id="fqn-glob"),
-    pytest.param(["fqn:demo.staging.stg_users"], None, {"stg_users"}, id="fqn-method"),
-    pytest.param(["tag:heap"], None, {"dim_users", "fct_activity"}, id="tag"),
-    pytest.param(["tag:night*"], None, {"dim_users"}, id="tag-glob"),
-    pytest.param(["path:models/marts"], None, {"dim_users", "fct_activity"}, id="path-dir"),
-    pytest.param(["path:models/marts/"], None, {"dim_users", "fct_activity"}, id="path-dir-slash"),
-    pytest.param(["path:models/other.sql"], None, {"other"}, id="path-file"),
-    pytest.param(["path:models/mart"], None, set(), id="path-prefix-is-not-a-dir"),
-    pytest.param(["+dim_users"], None, {"raw_users", "stg_users", "dim_users"}, id="parents"),
-    pytest.param(["dim_users+"], None, {"dim_users", "fct_activity"}, id="children"),
-    pytest.param(
-        ["+dim_users+"], None, {"raw_users", "stg_users", "dim_users", "fct_activity"}, id="both-ways"
-    ),
-    pytest.param(["1+dim_users"], None, {"stg_users", "dim_users"}, id="one-parent-level"),
-    pytest.param(
-        ["2+fct_activity"],
-        None,
-        {"stg_users", "raw_events", "stg_events", "dim_users", "fct_activity"},
-        id="two-parent-levels",
-    ),
-    pytest.param(["raw_users+1"], None, {"raw_users", "stg_users"}, id="one-child-level"),
-    pytest.param(["tag:heap,tag:events"], None, {"fct_activity"}, id="intersection"),
-    pytest.param(
-        ["+fct_activity,tag:staging"], None, {"stg_users", "stg_events"}, id="intersection-with-graph"
-    ),
-    pytest.param(["dim_users other"], None, {"dim_users", "other"}, id="space-union"),
-    pytest.param(["dim_users", "other"], None, {"dim_users", "other"}, id="repeated-flag-union"),
-    pytest.param(["tag:heap"], ["fct_activity"], {"dim_users"}, id="exclude"),
-    pytest.param(None, ["tag:raw tag:staging"], {"dim_users", "fct_activity", "other"}, id="exclude-only"),
-    pytest.param(
-        ["+fct_activity"],
-        ["+stg_users"],
-        {"stg_events", "raw_events", "dim_users", "fct_activity"},
-        id="exclude-graph",
-    ),
-    pytest.param(["nothing_like_this"], None, set(), id="no-match"),
-]
-
-
-@pytest.mark.parametrize(("select", "exclude", "expected"), SELECTIONS)
-def test_select_models(
-    dag: Manifest, select: list[str] | None, exclude: list[str] | None, expected: set[str]
-) -> None:
-    chosen = select_models(dag, select=select, exclude=exclude)
-    assert {dag.models[uid].name for uid in chosen} == expected
-
-
-@pytest.mark.parametrize(
-    ("selector", "message"),
-    [
-        pytest.param("config:materialized", "Unsupported selector method 'config'", id="unknown-method"),
-        pytest.param("source:raw", "Unsupported selector method 'source'", id="source-method"),
-        pytest.param("+", "Cannot read the selector '\\+'", id="bare-plus"),
-    ],
-)
-def test_bad_selector_is_an_error(dag: Manifest, selector: str, message: str) -> None:
-    with pytest.raises(ManifestError, match=message):
-        select_models(dag, select=[selector], exclude=None)
-
-
-def test_bad_exclude_is_an_error(dag: Manifest) -> None:
-    with pytest.raises(ManifestError, match="Unsupported selector method 'bogus'"):
-        select_models(dag, select=None, exclude=["bogus:x"])
-
-
-def test_graph_walk_passes_through_non_model_nodes(tmp_path: Path) -> None:
-    nodes = [node("a"), node("seed_x", resource_type="seed"), node("b")]
-    manifest = load_manifest(write_manifest(tmp_path, nodes, edges=[("a", "seed_x"), ("seed_x", "b")]))
-    chosen = select_models(manifest, select=["a+"], exclude=None)
-    assert chosen == {"model.demo.a", "model.demo.b"}

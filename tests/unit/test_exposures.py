@@ -1,0 +1,165 @@
+"""The exposures heap-dbt writes: names, refs, descriptions, owners, and what --check reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from heap_dbt import exposures as ex
+from heap_dbt.config import SyncSpec, parse_specs
+from heap_dbt.errors import ConfigError
+from heap_dbt.manifest import Manifest, ModelNode
+
+NOBODY = ex.Owner()
+DATA = ex.Owner(name="Data", email="data@example.com")
+
+
+def specs(heap: Any, *, name: str = "dim_users", package: str = "demo", **model: Any) -> list[SyncSpec]:
+    node = ModelNode(
+        unique_id=f"model.{package}.{name}",
+        name=name,
+        relation_name=f'"dev"."main"."{name}"',
+        materialized="table",
+        meta={"heap": heap, **model.pop("meta", {})},
+        tags=(),
+        fqn=(package, name),
+        original_file_path=f"models/{name}.sql",
+        package_name=package,
+        **model,
+    )
+    problems: list[str] = []
+    parsed = parse_specs([node], problems)
+    assert problems == []
+    return parsed
+
+
+def manifest() -> Manifest:
+    return Manifest(
+        path=Path("manifest.json"), adapter_type="duckdb", invocation_id=None, models={},
+        parent_map={}, child_map={}, project_name="demo",
+    )  # fmt: skip
+
+
+USER = {"object": "user", "key": "email"}
+EVENT = {"object": "event", "key": "id", "identity": "who", "event_name": "Signed Up"}
+
+
+def one(heap: Any, owner: ex.Owner = DATA, **model: Any) -> dict[str, Any]:
+    (item,) = ex.exposures(specs(heap, **model), manifest(), owner=owner)
+    return item
+
+
+def test_an_exposure_per_sync() -> None:
+    assert one(USER) == {
+        "name": "heap_dim_users",
+        "label": "Heap user properties: dim_users",
+        "type": "application",
+        "description": "heap-dbt sends each row of dim_users to Heap as user properties, keyed by `email` "
+        "(the Identity).",
+        "owner": {"name": "Data", "email": "data@example.com"},
+        "depends_on": ["ref('dim_users')"],
+    }
+
+
+def test_event_descriptions_name_the_event_and_identity() -> None:
+    assert (
+        "as `Signed Up` events of the identity in `who`, keyed by `id` (the Insert ID)"
+        in one(EVENT)["description"]
+    )
+    by_column = {**EVENT, "event_name": None, "event_name_column": "kind"}
+    del by_column["event_name"]
+    assert "as events named by `kind` of the identity in `who`" in one(by_column)["description"]
+
+
+def test_each_block_of_a_heap_list_gets_its_own_name() -> None:
+    items = ex.exposures(specs([USER, EVENT]), manifest(), owner=DATA)
+    assert [i["name"] for i in items] == ["heap_dim_users_0", "heap_dim_users_1"]
+
+
+def test_versioned_and_other_package_models_get_their_ref() -> None:
+    item = one(USER, name="orders", package="shop", version=2)
+    assert item["name"] == "heap_orders_v2"
+    assert item["depends_on"] == ["ref('shop', 'orders', v=2)"]
+
+
+def test_a_name_is_made_of_word_characters() -> None:
+    assert one(USER, name="dim-users.x")["name"] == "heap_dim_users_x"
+
+
+@pytest.mark.parametrize(
+    ("meta", "owner"),
+    [
+        pytest.param(
+            {"name": "Growth", "email": "g@example.com"},
+            {"name": "Growth", "email": "g@example.com"},
+            id="mapping",
+        ),
+        pytest.param({"email": "g@example.com"}, {"email": "g@example.com"}, id="email-only"),
+        pytest.param("g@example.com", {"email": "g@example.com"}, id="string-email"),
+        pytest.param("Growth team", {"name": "Growth team"}, id="string-name"),
+    ],
+)
+def test_the_owner_in_meta_wins_over_the_flags(meta: Any, owner: dict[str, str]) -> None:
+    assert one(USER, meta={"heap_owner": meta})["owner"] == owner
+
+
+def test_the_flags_give_the_owner_of_models_without_one() -> None:
+    assert one(USER, owner=ex.Owner(email="d@example.com"))["owner"] == {"email": "d@example.com"}
+
+
+def test_no_owner_is_an_error_that_says_where_to_set_one() -> None:
+    with pytest.raises(ConfigError, match=r"model dim_users has no owner; set config\.meta\.heap_owner"):
+        one(USER, owner=NOBODY)
+
+
+@pytest.mark.parametrize("meta", [["a"], {"nme": "x"}, {"name": ""}, "", {"email": 5}])
+def test_a_bad_owner_is_an_error(meta: Any) -> None:
+    with pytest.raises(
+        ConfigError, match=r"model dim_users, config\.meta\.heap_owner: expected a name or email"
+    ):
+        one(USER, meta={"heap_owner": meta})
+
+
+def test_two_syncs_with_one_name_are_an_error() -> None:
+    twins = specs(USER, name="a_b") + specs({**USER, "key": "id"}, name="a-b")
+    with pytest.raises(ConfigError, match="exposure name 'heap_a_b'"):
+        ex.exposures(twins, manifest(), owner=DATA)
+
+
+def test_rendered_file_is_sorted_yaml_with_a_header() -> None:
+    items = ex.exposures(specs(USER, name="b") + specs(USER, name="a"), manifest(), owner=DATA)
+    text = ex.render(items)
+    assert text.startswith("# Generated by heap-dbt")
+    doc = yaml.safe_load(text)
+    assert doc["version"] == 2 and [e["name"] for e in doc["exposures"]] == ["heap_a", "heap_b"]
+    assert "\n  - name: heap_a\n" in text  # lists indented as in dbt's own files
+    assert ex.render(items) == text
+
+
+def test_differences_say_what_is_missing_stale_or_changed() -> None:
+    items = ex.exposures(specs(USER, name="a") + specs(USER, name="b"), manifest(), owner=DATA)
+    text = ex.render(items)
+    assert ex.differences(text, items, text) is None
+    assert ex.differences(None, items, text) == "it does not exist"
+    old = ex.render([items[0], {**items[1], "owner": {"name": "X"}}, {**items[0], "name": "heap_gone"}])
+    assert ex.differences(old, items, text) == "no longer synced: heap_gone; changed: heap_b (owner)"
+    assert ex.differences(ex.render(items[:1]), items, text) == "missing: heap_b"
+    assert ex.differences("# edited\n" + text, items, text) == "its text differs (edited by hand?)"
+    assert ex.differences("a: [", items, text) == "it is not an exposures file heap-dbt wrote"
+
+
+def test_default_output_is_in_the_first_model_path(tmp_path: Path) -> None:
+    assert ex.default_output(tmp_path) == tmp_path / "models" / "heap_exposures.yml"
+    (tmp_path / "dbt_project.yml").write_text("name: x\nmodel-paths: [dbt_models, more]\n")
+    assert ex.default_output(tmp_path) == tmp_path / "dbt_models" / "heap_exposures.yml"
+
+
+def test_write_replaces_the_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "models" / "x.yml"
+    ex.write(path, "a: 1\n")
+    ex.write(path, "b: 2\n")
+    assert path.read_text() == "b: 2\n" and [p.name for p in path.parent.iterdir()] == ["x.yml"]
+    assert path.stat().st_mode & 0o777 == 0o644
