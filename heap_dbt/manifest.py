@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,10 @@ class _NodeConfig(msgspec.Struct):
     tags: list[str] = msgspec.field(default_factory=list)
 
 
+class _DependsOn(msgspec.Struct):
+    nodes: list[str] = msgspec.field(default_factory=list)
+
+
 class _Node(msgspec.Struct):
     unique_id: str
     resource_type: str
@@ -40,6 +44,7 @@ class _Node(msgspec.Struct):
     tags: list[str] = msgspec.field(default_factory=list)
     fqn: list[str] = msgspec.field(default_factory=list)
     original_file_path: str = ""
+    depends_on: _DependsOn = msgspec.field(default_factory=_DependsOn)
 
 
 class _Metadata(msgspec.Struct):
@@ -83,8 +88,17 @@ class ModelNode:
 
 
 @dataclass(frozen=True)
+class TestNode:
+    """A data test (generic or singular) and the nodes it depends on."""
+
+    unique_id: str
+    name: str
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """The models of a manifest, with lineage for selection."""
+    """The models of a manifest, with lineage for selection and the tests that check them."""
 
     path: Path
     adapter_type: str | None
@@ -92,10 +106,15 @@ class Manifest:
     models: dict[str, ModelNode]
     parent_map: dict[str, list[str]]
     child_map: dict[str, list[str]]
+    tests: dict[str, TestNode] = field(default_factory=dict)
 
     def heap_models(self) -> list[ModelNode]:
         """Models whose meta declares a ``heap`` block, in a stable order."""
         return [m for m in self.models.values() if "heap" in m.meta]
+
+
+RUN_COMMANDS = frozenset({"run", "build"})
+"""The dbt commands whose run_results.json says which models were built."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,17 @@ class RunResults:
     invocation_id: str | None
     args: dict[str, Any]
     statuses: dict[str, str]
+
+    @property
+    def command(self) -> str | None:
+        """The dbt command that wrote these results (``args.which``), if recorded."""
+        which = self.args.get("which")
+        return which if isinstance(which, str) else None
+
+    @property
+    def builds(self) -> bool:
+        """True for the results of ``dbt run`` or ``dbt build`` (or of a dbt too old to say)."""
+        return self.command is None or self.command in RUN_COMMANDS
 
 
 def _schema_version(url: str) -> str:
@@ -141,7 +171,10 @@ def load_manifest(path: Path) -> Manifest:
             f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.11."
         )
     models: dict[str, ModelNode] = {}
+    tests: dict[str, TestNode] = {}
     for uid, node in doc.nodes.items():
+        if node.resource_type == "test" and node.config.enabled:
+            tests[uid] = TestNode(uid, node.name, tuple(node.depends_on.nodes))
         if node.resource_type != "model" or not node.config.enabled:
             continue
         # dbt merges top-level meta into config.meta; older manifests may only have one.
@@ -163,6 +196,7 @@ def load_manifest(path: Path) -> Manifest:
         models=models,
         parent_map=doc.parent_map,
         child_map=doc.child_map,
+        tests=tests,
     )
 
 
