@@ -88,7 +88,7 @@ class ModelNode:
 
 
 @dataclass(frozen=True)
-class TestNode:
+class DataTest:
     """A data test (generic or singular) and the nodes it depends on."""
 
     unique_id: str
@@ -106,7 +106,7 @@ class Manifest:
     models: dict[str, ModelNode]
     parent_map: dict[str, list[str]]
     child_map: dict[str, list[str]]
-    tests: dict[str, TestNode] = field(default_factory=dict)
+    tests: dict[str, DataTest] = field(default_factory=dict)
 
     def heap_models(self) -> list[ModelNode]:
         """Models whose meta declares a ``heap`` block, in a stable order."""
@@ -171,10 +171,10 @@ def load_manifest(path: Path) -> Manifest:
             f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.11."
         )
     models: dict[str, ModelNode] = {}
-    tests: dict[str, TestNode] = {}
+    tests: dict[str, DataTest] = {}
     for uid, node in doc.nodes.items():
         if node.resource_type == "test" and node.config.enabled:
-            tests[uid] = TestNode(uid, node.name, tuple(node.depends_on.nodes))
+            tests[uid] = DataTest(uid, node.name, tuple(node.depends_on.nodes))
         if node.resource_type != "model" or not node.config.enabled:
             continue
         # dbt merges top-level meta into config.meta; older manifests may only have one.

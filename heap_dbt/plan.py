@@ -108,8 +108,9 @@ def gate_models(
     if results is None:
         return Gate(list(models), [], warnings)
     if not results.builds:
+        command = "docs generate" if results.command == "generate" else results.command
         warnings.append(
-            f"{results_path} is from `dbt {results.command}`, which builds no model, so it is not "
+            f"{results_path} is from `dbt {command}`, which builds no model, so it is not "
             "the results of a run; heap-dbt syncs every configured model."
         )
         return Gate(list(models), [], warnings)
