@@ -32,6 +32,7 @@ from heap_dbt.emulator import (
     run_in_thread,
 )
 from heap_dbt.report import SyncReport
+from heap_dbt.warehouse.duckdb import DuckDBReader
 from tests.conftest import APP_ID, clean_env
 
 pytestmark = pytest.mark.integration
@@ -159,3 +160,18 @@ def test_two_concurrent_syncs_of_one_project_run_one_after_the_other(
     assert all(s.skipped_unchanged and s.unchanged == s.read > 0 for s in second.syncs)
     state = emulator.emulator.snapshot()
     assert len(state["events"]) == 40 and state["duplicate_events"] == 0
+
+
+def test_a_sync_from_another_thread_of_the_same_state_is_refused_clearly(
+    project: Path, emulator: RunningEmulator
+) -> None:
+    """Another thread's event loop cannot wait on this one's lock: DuckDB opens a file once
+    per process, and heap-dbt says so instead of passing DuckDB's error on."""
+    holder = DuckDBReader((project / "heap_demo.duckdb").resolve(), writable=True)  # a sync in progress
+    try:
+        with pytest.raises(heap_dbt.StateError, match="another sync in this process has it open") as caught:
+            heap_dbt.sync(project_dir=project, app_id=APP_ID, base_url=emulator.url, env=clean_env())
+    finally:
+        holder.close()
+    assert caught.value.exit_code == 2
+    assert emulator.emulator.snapshot()["requests"] == {}
