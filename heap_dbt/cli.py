@@ -247,8 +247,9 @@ def run(
 ) -> None:
     """Run dbt (e.g. `heap-dbt run build -s tag:heap`), then sync the models it built.
 
-    heap-dbt's own options go before the dbt command; --project-dir, --profiles-dir,
-    --target and --target-path go to dbt too. Exit 1 when dbt failed on a model.
+    heap-dbt's options go before the dbt command; its project, profiles and target go to dbt too.
+
+    Exit 0 when dbt and the sync succeeded, 1 when dbt failed on a model or rows failed, 2 on bad input.
     """
     from heap_dbt.api import run as api_run
 
