@@ -131,6 +131,7 @@ def gate_models(
         )
     kept: list[ModelNode] = []
     skipped: list[SkippedModel] = []
+    untested: list[str] = []
     for m in models:
         status = results.statuses.get(m.unique_id)
         if status not in BUILT:
@@ -138,10 +139,13 @@ def gate_models(
             skipped.append(SkippedModel(m.name, m.unique_id, reason))
             continue
         if require_tests:
+            tests = [t for t in manifest.tests.values() if m.unique_id in t.depends_on]
+            if tests and not any(t.unique_id in results.statuses for t in tests):
+                untested.append(m.name)
             failing = sorted(
                 (t.name, TEST_FAILED[results.statuses[t.unique_id]])
-                for t in manifest.tests.values()
-                if m.unique_id in t.depends_on and results.statuses.get(t.unique_id) in TEST_FAILED
+                for t in tests
+                if results.statuses.get(t.unique_id) in TEST_FAILED
             )
             if failing:
                 named = ", ".join(f"{name} {how}" for name, how in failing)
@@ -149,6 +153,11 @@ def gate_models(
                 skipped.append(SkippedModel(m.name, m.unique_id, reason))
                 continue
         kept.append(m)
+    if untested:
+        warnings.append(
+            f"--require-tests: the last dbt run ran none of the tests of {', '.join(untested)}, so "
+            "nothing checked them; run `dbt build` to build and test them together."
+        )
     return Gate(kept, skipped, warnings)
 
 

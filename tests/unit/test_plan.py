@@ -167,3 +167,21 @@ def test_a_failed_model_is_skipped_for_its_build_not_its_tests() -> None:
     gate = gate_models([model("b")], manifest(*tests), run, results_path=RESULTS, require_tests=True)
 
     assert [s.reason for s in gate.skipped] == ["failed in the last dbt run"]
+
+
+def test_require_tests_warns_about_kept_models_whose_tests_did_not_run() -> None:
+    tests = (
+        DataTest("test.demo.unique_a_id", "unique_a_id", ("model.demo.a",)),
+        DataTest("test.demo.unique_b_id", "unique_b_id", ("model.demo.b",)),
+    )
+    run = results(
+        {"a": "success", "b": "success", "c": "success", "test.demo.unique_b_id": "pass"}, which="run"
+    )
+
+    gate = gate_models(MODELS[:3], manifest(*tests), run, results_path=RESULTS, require_tests=True)
+
+    assert kept(gate) == ["a", "b", "c"]  # c has no test at all: nothing to require
+    assert gate.warnings == [
+        "--require-tests: the last dbt run ran none of the tests of a, so nothing checked them; run "
+        "`dbt build` to build and test them together."
+    ]
