@@ -57,15 +57,21 @@ class SyncOptions:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+def _selected(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[ModelNode]]:
+    """The paths, the manifest, and its selected models with a ``heap`` block, in a stable order."""
+    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
+    manifest = load_manifest(paths.target_path / "manifest.json")
+    chosen = select_models(manifest, select=options.select, exclude=options.exclude)
+    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
+    return paths, manifest, models
+
+
 def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
     """Read the manifest and the meta of the selected models; no warehouse access.
 
     Returns the paths, the manifest, the specs that parsed, and every problem found.
     """
-    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    manifest = load_manifest(paths.target_path / "manifest.json")
-    chosen = select_models(manifest, select=options.select, exclude=options.exclude)
-    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
+    paths, manifest, models = _selected(options)
     problems: list[str] = []
     specs = parse_specs(models, problems)
     return paths, manifest, specs, problems
@@ -180,13 +186,10 @@ def plan_syncs(options: SyncOptions, *, run_results: RunResults | None = None) -
     ``run_results``: the results of the invocation to gate on (``heap-dbt run`` passes
     the one it ran); by default, ``run_results.json`` beside the manifest.
     """
-    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    manifest = load_manifest(paths.target_path / "manifest.json")
+    paths, manifest, models = _selected(options)
     results_path = paths.target_path / "run_results.json"
     if run_results is None:
         run_results = load_run_results(results_path)
-    chosen = select_models(manifest, select=options.select, exclude=options.exclude)
-    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
     gate = gate_models(
         models,
         manifest,
