@@ -95,93 +95,71 @@ def _progress_bar(enabled: bool) -> Any:
     )
 
 
-@app.command()
-def sync(
-    project_dir: ProjectDir = None,
-    profiles_dir: ProfilesDir = None,
-    target: TargetOpt = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
-    app_id: Annotated[
-        str | None, typer.Option(help="Heap environment ID (default: HEAP_APP_ID).", show_default=False)
-    ] = None,
-    region: Annotated[str, typer.Option(help="Heap data center: us or eu (HEAP_BASE_URL overrides).")] = "us",
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Requests in flight.")] = 8,
-    batch_size: Annotated[
-        int, typer.Option(min=1, max=1000, help="Records per request (Heap's maximum: 1000).")
-    ] = 1000,
-    events_per_minute: Annotated[
-        int, typer.Option(min=0, help="Event rate limit per app_id (Heap: 15,000; 0 = no limit).")
-    ] = 15_000,
-    events_per_identity_per_minute: Annotated[
-        int, typer.Option(min=0, help="Event rate limit per identity (Heap: 1,000; 0 = no limit).")
-    ] = 1_000,
-    max_attempts: Annotated[
-        int, typer.Option(min=1, help="Attempts per request on 429, 5xx or network errors.")
-    ] = 6,
-    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each response.")] = 30.0,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Read, validate, diff and build payloads; send nothing, write no state."
-        ),
-    ] = False,
-    full_refresh: Annotated[
-        bool,
-        typer.Option("--full-refresh", help="Ignore the sync state: resend every row and rebuild the state."),
-    ] = False,
-    state_path: StatePath = None,
-    state_schema: StateSchema = "heap_dbt",
-    memory_limit: Annotated[
-        str | None,
-        typer.Option(
-            help="DuckDB memory limit, e.g. 256MB; kept as given (default: HEAP_DBT_MEMORY_LIMIT, else "
-            "64MB, more for wide models and after Out of Memory)."
-        ),
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")] = False,
-    debug: Debug = False,
-    rate_window: Annotated[
-        float | None,
-        typer.Option(
-            min=0.001,
-            hidden=True,
-            help="Seconds in a rate-limit window (default: HEAP_DBT_RATE_WINDOW, else 60).",
-        ),
-    ] = None,
-) -> None:
-    """Send the rows of every model with `meta.heap` to Heap."""
+AppId = Annotated[
+    str | None, typer.Option(help="Heap environment ID (default: HEAP_APP_ID).", show_default=False)
+]
+Region = Annotated[str, typer.Option(help="Heap data center: us or eu (HEAP_BASE_URL overrides).")]
+Concurrency = Annotated[int, typer.Option(min=1, max=256, help="Requests in flight.")]
+BatchSize = Annotated[int, typer.Option(min=1, max=1000, help="Records per request (Heap's maximum: 1000).")]
+EventsPerMinute = Annotated[
+    int, typer.Option(min=0, help="Event rate limit per app_id (Heap: 15,000; 0 = no limit).")
+]
+EventsPerIdentity = Annotated[
+    int, typer.Option(min=0, help="Event rate limit per identity (Heap: 1,000; 0 = no limit).")
+]
+MaxAttempts = Annotated[int, typer.Option(min=1, help="Attempts per request on 429, 5xx or network errors.")]
+Timeout = Annotated[float, typer.Option(min=0.1, help="Seconds to wait for each response.")]
+DryRun = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Read, validate, diff and build payloads; send nothing, write no state."),
+]
+FullRefresh = Annotated[
+    bool,
+    typer.Option("--full-refresh", help="Ignore the sync state: resend every row and rebuild the state."),
+]
+MemoryLimit = Annotated[
+    str | None,
+    typer.Option(
+        help="DuckDB memory limit, e.g. 256MB; kept as given (default: HEAP_DBT_MEMORY_LIMIT, else "
+        "64MB, more for wide models and after Out of Memory)."
+    ),
+]
+AllModels = Annotated[
+    bool,
+    typer.Option(
+        "--all",
+        help="Sync every configured model, also those the last dbt run failed, skipped or did not run.",
+    ),
+]
+RequireTests = Annotated[
+    bool,
+    typer.Option(
+        "--require-tests", help="Also skip a model when a test of it failed or errored in the last dbt run."
+    ),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+RateWindow = Annotated[
+    float | None,
+    typer.Option(
+        min=0.001,
+        hidden=True,
+        help="Seconds in a rate-limit window (default: HEAP_DBT_RATE_WINDOW, else 60).",
+    ),
+]
+
+
+def _sync_options(*, rate_window: float | None, **values: Any) -> Any:
+    """The SyncOptions of the flags (names as in SyncOptions), with the process environment."""
+    from heap_dbt.api import make_options
+
+    return make_options(**values, env=_with_rate_window(dict(os.environ), rate_window))
+
+
+def _sync_and_exit(call: Any, options: Any, *, json_output: bool, debug: bool) -> None:
+    """Run ``call(options, progress=...)`` (an API function), print its report, exit with its code."""
     # What heap-dbt creates holds row keys (the results file, a --state-path file and the
     # .wal DuckDB keeps beside it while it writes): readable by the owner only.
     os.umask(0o077)
-    from heap_dbt.engine import run_sync
-    from heap_dbt.plan import SyncOptions
-
-    options = SyncOptions(
-        project_dir=project_dir,
-        profiles_dir=profiles_dir,
-        target=target,
-        target_path=target_path,
-        select=select,
-        exclude=exclude,
-        selector=selector,
-        app_id=app_id,
-        region=region,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        events_per_minute=events_per_minute,
-        events_per_identity_per_minute=events_per_identity_per_minute,
-        max_attempts=max_attempts,
-        timeout=timeout,
-        dry_run=dry_run,
-        full_refresh=full_refresh,
-        state_path=state_path,
-        state_schema=state_schema,
-        memory_limit=memory_limit,
-        env=_with_rate_window(dict(os.environ), rate_window),
-    )
     bar = _progress_bar(not json_output)
     tasks: dict[str, Any] = {}
 
@@ -193,9 +171,9 @@ def sync(
     try:
         if bar is not None:
             with bar:
-                report = run_sync(options, progress=progress)
+                report = call(options, progress=progress)
         else:
-            report = run_sync(options)
+            report = call(options)
     except Exception as exc:  # one place turns every error into one sentence
         _fail(exc, debug=debug)
         return
@@ -214,6 +192,107 @@ def _with_rate_window(env: dict[str, str], rate_window: float | None) -> dict[st
     if rate_window is not None:
         env["HEAP_DBT_RATE_WINDOW"] = repr(rate_window)
     return env
+
+
+@app.command()
+def sync(
+    project_dir: ProjectDir = None,
+    profiles_dir: ProfilesDir = None,
+    target: TargetOpt = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    selector: Selector = None,
+    app_id: AppId = None,
+    region: Region = "us",
+    concurrency: Concurrency = 8,
+    batch_size: BatchSize = 1000,
+    events_per_minute: EventsPerMinute = 15_000,
+    events_per_identity_per_minute: EventsPerIdentity = 1_000,
+    max_attempts: MaxAttempts = 6,
+    timeout: Timeout = 30.0,
+    dry_run: DryRun = False,
+    full_refresh: FullRefresh = False,
+    state_path: StatePath = None,
+    state_schema: StateSchema = "heap_dbt",
+    memory_limit: MemoryLimit = None,
+    all_models: AllModels = False,
+    require_tests: RequireTests = False,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+    rate_window: RateWindow = None,
+) -> None:
+    """Send the rows of the models with `meta.heap` that the last dbt run built to Heap."""
+    from heap_dbt.api import sync as api_sync
+
+    options = _sync_options(
+        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
+        select=select, exclude=exclude, selector=selector, app_id=app_id, region=region,
+        concurrency=concurrency, batch_size=batch_size, events_per_minute=events_per_minute,
+        events_per_identity_per_minute=events_per_identity_per_minute, max_attempts=max_attempts,
+        timeout=timeout, dry_run=dry_run, full_refresh=full_refresh, state_path=state_path,
+        state_schema=state_schema, memory_limit=memory_limit, all_models=all_models,
+        require_tests=require_tests, rate_window=rate_window,
+    )  # fmt: skip
+    _sync_and_exit(api_sync, options, json_output=json_output, debug=debug)
+
+
+@app.command(
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+    no_args_is_help=True,
+)
+def run(
+    dbt_args: Annotated[
+        list[str], typer.Argument(help="The dbt command and its arguments, e.g. build --select tag:heap.")
+    ],
+    project_dir: ProjectDir = None,
+    profiles_dir: ProfilesDir = None,
+    target: TargetOpt = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    selector: Selector = None,
+    app_id: AppId = None,
+    region: Region = "us",
+    concurrency: Concurrency = 8,
+    batch_size: BatchSize = 1000,
+    events_per_minute: EventsPerMinute = 15_000,
+    events_per_identity_per_minute: EventsPerIdentity = 1_000,
+    max_attempts: MaxAttempts = 6,
+    timeout: Timeout = 30.0,
+    dry_run: DryRun = False,
+    full_refresh: FullRefresh = False,
+    state_path: StatePath = None,
+    state_schema: StateSchema = "heap_dbt",
+    memory_limit: MemoryLimit = None,
+    all_models: AllModels = False,
+    require_tests: RequireTests = False,
+    json_output: JsonOutput = False,
+    debug: Debug = False,
+    rate_window: RateWindow = None,
+) -> None:
+    """Run dbt (e.g. `heap-dbt run build -s tag:heap`), then sync the models it built.
+
+    heap-dbt's options go before the dbt command; its project, profiles and target go to dbt too.
+
+    Exit 0 when dbt and the sync succeeded, 1 when dbt failed on a model or rows failed, 2 on bad input.
+    """
+    from heap_dbt.api import run as api_run
+
+    options = _sync_options(
+        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
+        select=select, exclude=exclude, selector=selector, app_id=app_id, region=region,
+        concurrency=concurrency, batch_size=batch_size, events_per_minute=events_per_minute,
+        events_per_identity_per_minute=events_per_identity_per_minute, max_attempts=max_attempts,
+        timeout=timeout, dry_run=dry_run, full_refresh=full_refresh, state_path=state_path,
+        state_schema=state_schema, memory_limit=memory_limit, all_models=all_models,
+        require_tests=require_tests, rate_window=rate_window,
+    )  # fmt: skip
+
+    def call(opts: Any, **kw: Any) -> Any:
+        return api_run(dbt_args, opts, **kw)
+
+    _sync_and_exit(call, options, json_output=json_output, debug=debug)
 
 
 @app.command("ls")

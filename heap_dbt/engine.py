@@ -27,12 +27,13 @@ from heap_dbt.acks import Acker
 from heap_dbt.bodies import Chunk, request_bounds
 from heap_dbt.clock import Clock, SystemClock
 from heap_dbt.errors import ConfigError, OutOfMemoryError, StateError, WarehouseError
-from heap_dbt.manifest import load_run_results
-from heap_dbt.plan import Prepared, SyncOptions, base_url, plan_specs, prepare
+from heap_dbt.manifest import RunResults, load_run_results
+from heap_dbt.plan import Prepared, SyncOptions, base_url, plan_syncs, prepare
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import WINDOW_SECONDS, RateLimits
 from heap_dbt.report import RowIssue, SyncReport, SyncResult, take_sample
 from heap_dbt.sender import Cancellation, Delivery, Sender
+from heap_dbt.shared import shared_limits, state_lock
 from heap_dbt.state import UNCOMPACTED, RunRecord, StateStore
 from heap_dbt.warehouse import ReaderFactory, WarehouseReader, open_reader
 
@@ -355,7 +356,7 @@ async def _run_all(ctx: _Context, plan: list[Prepared], report: SyncReport) -> N
         result.seconds = ctx.clock.monotonic() - started
 
 
-def run_sync(
+async def run_sync_async(
     options: SyncOptions,
     *,
     transport: Transport | None = None,
@@ -363,28 +364,34 @@ def run_sync(
     progress: ProgressFn | None = None,
     reader_factory: ReaderFactory = open_reader,
     limits: RateLimits | None = None,
+    run_results: RunResults | None = None,
+    dbt_success: bool | None = None,
 ) -> SyncReport:
-    """Run ``heap-dbt sync``: validate everything, then send, and write the results file.
+    """Run ``heap-dbt sync`` on the running event loop: validate everything, then send, and
+    write the results file.
 
     Never exits the process. Raises ConfigError (nothing was sent) for any configuration
     problem, StateError for an unusable state; row-level problems go into the report.
+    Syncs of one app share its event limits and its pause after a 429 with every other sync
+    in this event loop (``heap_dbt.shared``), and two syncs of one project and target run one
+    after the other. ``run_results``: gate on this dbt invocation instead of
+    ``run_results.json``, whose outcome ``dbt_success`` the report records (``heap-dbt run``).
     ``transport``, ``clock`` and ``reader_factory`` are for tests and embedding; ``limits``
-    lets runs in one process (and event loop) share each app's rate limits and pauses,
-    instead of a fresh set from ``options`` (on ``clock``).
+    replaces the shared limits with the caller's own.
     """
     clock = clock or SystemClock()
-    if limits is None:
-        limits = RateLimits(
-            events_per_minute=options.events_per_minute,
-            events_per_identity_per_minute=options.events_per_identity_per_minute,
-            clock=clock,
-            window=_rate_window(options),
-        )
-    report = SyncReport(dry_run=options.dry_run, full_refresh=options.full_refresh, started_at=_utc(clock))
+    report = SyncReport(
+        dry_run=options.dry_run,
+        full_refresh=options.full_refresh,
+        started_at=_utc(clock),
+        dbt_success=dbt_success,
+    )
     url = base_url(options)  # a plain http URL to another host is refused before anything is read
-    paths, manifest, specs, problems = plan_specs(options)
-    run_results = load_run_results(paths.target_path / "run_results.json")
-    run_args = run_results.args if run_results else {}
+    planned = await asyncio.to_thread(plan_syncs, options, run_results=run_results)
+    paths, specs, problems = planned.paths, planned.specs, planned.problems
+    report.skipped = planned.skipped
+    report.warnings += planned.warnings
+    run_args = planned.run_results.args if planned.run_results else {}
     if not specs and not problems:
         report.finished_at = _utc(clock)
         report.write(paths.target_path)
@@ -392,41 +399,29 @@ def run_sync(
     target = resolve_target(
         paths, profiles_dir=options.profiles_dir, target=options.target, run_args=run_args, env=options.env
     )
-    reader = reader_factory(
-        target,
-        project_dir=paths.project_dir,
-        writable=not options.dry_run,
-        state_path=_state_path(options, paths),
-        memory_limit=options.memory_limit or options.env.get("HEAP_DBT_MEMORY_LIMIT"),
-    )
-    try:
-        plan = prepare(specs, reader, options, problems)
-        if problems:
-            raise ConfigError(
-                f"The Heap sync configuration has {len(problems)} problem"
-                f"{'s' if len(problems) > 1 else ''}; nothing was sent. Fix "
-                f"{'them' if len(problems) > 1 else 'it'} and re-run:",
-                problems=problems,
-            )
-        state = reader.state(schema=options.state_schema, writable=not options.dry_run)
-        if run_results:
-            # Another invocation's results (after `dbt parse`, which writes only the manifest)
-            # still tell the last build of a model that has not been built since.
-            same = run_results.invocation_id == manifest.invocation_id
-            for p in plan:
-                status = run_results.statuses.get(p.spec.model.unique_id)
-                if status in ("error", "skipped"):
-                    name = p.spec.model.name
-                    when = "its last run" if same else (
-                        f"an earlier run ({paths.target_path / 'run_results.json'} is from another "
-                        "dbt invocation than manifest.json)"
-                    )  # fmt: skip
-                    report.warnings.append(
-                        f"dbt reported {name} as {status} in {when}; its table may be stale. "
-                        f"Rebuild it first (`dbt run -s +{name}`)."
-                    )
+    state_path = _state_path(options, paths)
+    async with state_lock(f"{paths.project_dir.resolve()}|{target.name}|{state_path}"):
+        reader = await asyncio.to_thread(
+            reader_factory,
+            target,
+            project_dir=paths.project_dir,
+            writable=not options.dry_run,
+            state_path=state_path,
+            memory_limit=options.memory_limit or options.env.get("HEAP_DBT_MEMORY_LIMIT"),
+        )
+        try:
+            plan = await asyncio.to_thread(prepare, specs, reader, options, problems)
+            if problems:
+                raise ConfigError(
+                    f"The Heap sync configuration has {len(problems)} problem"
+                    f"{'s' if len(problems) > 1 else ''}; nothing was sent. Fix "
+                    f"{'them' if len(problems) > 1 else 'it'} and re-run:",
+                    problems=problems,
+                )
+            state = reader.state(schema=options.state_schema, writable=not options.dry_run)
+            if limits is None:
+                limits = _limits(options, clock, report)
 
-        async def main() -> None:
             async def go(http: Transport | None) -> None:
                 ctx = _Context(
                     reader, state, options, clock, progress, http, asyncio.Semaphore(options.concurrency),
@@ -436,20 +431,62 @@ def run_sync(
 
             if options.dry_run or transport is not None:
                 await go(transport)
-                return
-            from heap_dbt.transport import AiohttpTransport  # aiohttp costs 0.2 s to import
+            else:
+                from heap_dbt.transport import AiohttpTransport  # aiohttp costs 0.2 s to import
 
-            async with AiohttpTransport(
-                url, concurrency=options.concurrency, timeout=options.timeout
-            ) as http:
-                await go(http)
-
-        asyncio.run(main())
-    finally:
-        reader.close()
-    report.finished_at = _utc(clock)
-    report.write(paths.target_path)
+                async with AiohttpTransport(
+                    url, concurrency=options.concurrency, timeout=options.timeout
+                ) as http:
+                    await go(http)
+        finally:
+            reader.close()
+        report.finished_at = _utc(clock)
+        report.write(paths.target_path)
     return report
+
+
+def _limits(options: SyncOptions, clock: Clock, report: SyncReport) -> RateLimits:
+    """Each app's rate limits: shared with the other syncs of the event loop when sending,
+    private to a dry run (which only sizes its batches by them)."""
+    per_app, per_identity = options.events_per_minute, options.events_per_identity_per_minute
+    window = _rate_window(options)
+    if options.dry_run:
+        return RateLimits(
+            events_per_minute=per_app, events_per_identity_per_minute=per_identity, clock=clock, window=window
+        )
+    limits = shared_limits(events_per_minute=per_app, events_per_identity_per_minute=per_identity,
+                           clock=clock, window=window)  # fmt: skip
+    if (limits.events_per_minute, limits.events_per_identity_per_minute) != (per_app, per_identity):
+        report.warnings.append(
+            f"Another sync in this process already limits Heap events to {limits.events_per_minute:,} "
+            f"per minute per app ({limits.events_per_identity_per_minute:,} per identity); this sync "
+            "shares those limits."
+        )
+    return limits
+
+
+def run_sync(
+    options: SyncOptions,
+    *,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+    progress: ProgressFn | None = None,
+    reader_factory: ReaderFactory = open_reader,
+    run_results: RunResults | None = None,
+    dbt_success: bool | None = None,
+) -> SyncReport:
+    """``run_sync_async`` on an event loop of its own, for callers without one."""
+    return asyncio.run(
+        run_sync_async(
+            options,
+            transport=transport,
+            clock=clock,
+            progress=progress,
+            reader_factory=reader_factory,
+            run_results=run_results,
+            dbt_success=dbt_success,
+        )
+    )
 
 
 def _utc(clock: Clock) -> dt.datetime:

@@ -8,6 +8,7 @@
     │   ├── LockedError           another process holds the DuckDB file's lock
     │   └── OutOfMemoryError      DuckDB needed more memory than it was given
     ├── StateError                sync state corrupt, too new, or locked              exit 2
+    ├── DbtError                  `heap-dbt run`: dbt could not start the command     exit 2
     └── HeapAPIError              Heap did not accept a request (.status)             exit 1
         ├── RetriableAPIError     429, 5xx, 408, connection error, timeout (.retry_after)
         ├── RefusedBatchError     400, 413, 422: some record is bad; the batch is bisected
@@ -75,6 +76,13 @@ class OutOfMemoryError(WarehouseError):
 
 class StateError(HeapDbtError):
     """Raised when the sync state is corrupt, from another version, or locked."""
+
+
+class DbtError(HeapDbtError):
+    """Raised when dbt, run by ``heap-dbt run``, could not start (bad project, profile or flag).
+
+    A model that fails to build is not this error: dbt ran, and the sync reports it.
+    """
 
 
 class HeapAPIError(HeapDbtError):

@@ -28,6 +28,10 @@ class _TestMetadata(msgspec.Struct):
     name: str = ""
 
 
+class _DependsOn(msgspec.Struct):
+    nodes: list[str] = msgspec.field(default_factory=list)
+
+
 class _Node(msgspec.Struct):
     """A node of any resource type (model, seed, test, source, exposure, ...)."""
 
@@ -51,6 +55,7 @@ class _Node(msgspec.Struct):
     access: str | None = None
     source_name: str | None = None
     test_metadata: _TestMetadata | None = None
+    depends_on: _DependsOn = msgspec.field(default_factory=_DependsOn)
 
 
 class _Metadata(msgspec.Struct):
@@ -132,8 +137,17 @@ class GraphNode(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True)
+class DataTest:
+    """A data test (generic or singular) and the nodes it depends on."""
+
+    unique_id: str
+    name: str
+    depends_on: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Manifest:
-    """The models of a manifest, with lineage for selection."""
+    """The models of a manifest, with lineage for selection and the tests that check them."""
 
     path: Path
     adapter_type: str | None
@@ -146,10 +160,15 @@ class Manifest:
     """Every enabled node of the graph, models included, for selection."""
     selectors: dict[str, Any] = field(default_factory=dict)
     """selectors.yml as dbt wrote it into the manifest: name -> {definition, default, ...}."""
+    tests: dict[str, DataTest] = field(default_factory=dict)
 
     def heap_models(self) -> list[ModelNode]:
         """Models whose meta declares a ``heap`` block, in a stable order."""
         return [m for m in self.models.values() if "heap" in m.meta]
+
+
+RUN_COMMANDS = frozenset({"run", "build"})
+"""The dbt commands whose run_results.json says which models were built."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +178,17 @@ class RunResults:
     invocation_id: str | None
     args: dict[str, Any]
     statuses: dict[str, str]
+
+    @property
+    def command(self) -> str | None:
+        """The dbt command that wrote these results (``args.which``), if recorded."""
+        which = self.args.get("which")
+        return which if isinstance(which, str) else None
+
+    @property
+    def builds(self) -> bool:
+        """True for the results of ``dbt run`` or ``dbt build`` (or of a dbt too old to say)."""
+        return self.command is None or self.command in RUN_COMMANDS
 
 
 _CONFIG = msgspec.json.Decoder(_NodeConfig)
@@ -200,6 +230,7 @@ def load_manifest(path: Path) -> Manifest:
         )
     models: dict[str, ModelNode] = {}
     graph: dict[str, GraphNode] = {}
+    tests: dict[str, DataTest] = {}
     collections = (doc.nodes, doc.sources, doc.exposures, doc.metrics, doc.semantic_models,
                    doc.saved_queries, doc.unit_tests, doc.functions)  # fmt: skip
     for collection in collections:
@@ -215,6 +246,13 @@ def load_manifest(path: Path) -> Manifest:
                     ) from exc
                 if not config.enabled:
                     continue
+            elif node.resource_type == "test":
+                try:
+                    enabled = _CONFIG.decode(node.config).enabled
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    enabled = True  # a test's config is only read for this; dbt itself ran it
+                if enabled:
+                    tests[uid] = DataTest(uid, node.name, tuple(node.depends_on.nodes))
             # dbt keeps disabled nodes of other types under `disabled`, out of these collections
             graph[uid] = GraphNode(
                 unique_id=uid,
@@ -258,6 +296,7 @@ def load_manifest(path: Path) -> Manifest:
         project_name=doc.metadata.project_name,
         nodes=graph,
         selectors=doc.selectors,
+        tests=tests,
     )
 
 

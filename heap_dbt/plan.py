@@ -13,8 +13,9 @@ from pathlib import Path
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
 from heap_dbt.errors import ConfigError, MissingRelationError
-from heap_dbt.manifest import Manifest, load_manifest
+from heap_dbt.manifest import Manifest, ModelNode, RunResults, load_manifest, load_run_results
 from heap_dbt.profiles import ProjectPaths, resolve_project
+from heap_dbt.report import SkippedModel
 from heap_dbt.selectors import select
 from heap_dbt.urls import check_url
 from heap_dbt.warehouse import Column, WarehouseReader
@@ -52,7 +53,21 @@ class SyncOptions:
     """DuckDB's memory limit, kept as given; None: HEAP_DBT_MEMORY_LIMIT, else sized per sync."""
     arrow_batch_rows: int = 10_000
     """Rows per Arrow batch read from the warehouse: the unit of reading, rejecting and framing."""
+    all_models: bool = False
+    """Sync every configured model, whatever the last dbt run built (``--all``)."""
+    require_tests: bool = False
+    """Also skip a model when a test of it failed or errored in the last dbt run."""
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+def _selected(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[ModelNode]]:
+    """The paths, the manifest, and its selected models with a ``heap`` block, in a stable order."""
+    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
+    manifest = load_manifest(paths.target_path / "manifest.json")
+    selection = select(manifest, select=options.select, exclude=options.exclude, selector=options.selector)
+    chosen = selection.models
+    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
+    return paths, manifest, models
 
 
 def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
@@ -60,15 +75,136 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
 
     Returns the paths, the manifest, the specs that parsed, and every problem found.
     """
-    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    manifest = load_manifest(paths.target_path / "manifest.json")
-    chosen = select(
-        manifest, select=options.select, exclude=options.exclude, selector=options.selector
-    ).models
-    models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
+    paths, manifest, models = _selected(options)
     problems: list[str] = []
     specs = parse_specs(models, problems)
     return paths, manifest, specs, problems
+
+
+FAILED = "failed in the last dbt run"
+NOT_BUILT = "not built in the last dbt run"
+_NOT_BUILT_DETAIL = {"skipped": " (dbt skipped it)", "partial success": " (only partly built)"}
+BUILT = frozenset({"success", "reused"})
+"""Model statuses whose table is current: built by the run, or reused unchanged by it."""
+TEST_FAILED = {"fail": "failed", "error": "errored"}
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Which selected models to sync after the last dbt run, which to skip and why."""
+
+    kept: list[ModelNode]
+    skipped: list[SkippedModel]
+    warnings: list[str]
+
+
+def gate_models(
+    models: list[ModelNode],
+    manifest: Manifest,
+    results: RunResults | None,
+    *,
+    results_path: Path,
+    all_models: bool = False,
+    require_tests: bool = False,
+) -> Gate:
+    """Keep the models the last ``dbt run``/``dbt build`` built; skip the others, with a reason.
+
+    Without run results, or with results of a command that builds nothing (``docs
+    generate``, ``compile``, ``ls``), every model is kept. Results from another invocation
+    than the manifest's (``dbt ls``, ``compile`` and ``parse`` rewrite the manifest) still
+    say what the run built: the gate then reads the results' own node list, with a warning.
+    """
+    warnings: list[str] = []
+    if results is None:
+        return Gate(list(models), [], warnings)
+    if not results.builds:
+        command = "docs generate" if results.command == "generate" else results.command
+        warnings.append(
+            f"{results_path} is from `dbt {command}`, which builds no model, so it is not "
+            "the results of a run; heap-dbt syncs every configured model."
+        )
+        return Gate(list(models), [], warnings)
+    if all_models:
+        for m in models:
+            status = results.statuses.get(m.unique_id)
+            if status is not None and status not in BUILT:
+                warnings.append(
+                    f"dbt reported {m.name} as {status} in its last run and --all syncs it anyway; "
+                    f"its table may be stale (rebuild it with `dbt run -s +{m.name}`)."
+                )
+        return Gate(list(models), [], warnings)
+    if results.invocation_id != manifest.invocation_id:
+        warnings.append(
+            f"{results_path} is from another dbt invocation than {manifest.path} (`dbt ls`, `compile` "
+            "and `parse` rewrite the manifest), so heap-dbt takes only the configuration from the "
+            "manifest and syncs the models that the run results report as built."
+        )
+    kept: list[ModelNode] = []
+    skipped: list[SkippedModel] = []
+    untested: list[str] = []
+    for m in models:
+        status = results.statuses.get(m.unique_id)
+        if status not in BUILT:
+            reason = FAILED if status == "error" else NOT_BUILT + _NOT_BUILT_DETAIL.get(status or "", "")
+            skipped.append(SkippedModel(m.name, m.unique_id, reason))
+            continue
+        if require_tests:
+            tests = [t for t in manifest.tests.values() if m.unique_id in t.depends_on]
+            if tests and not any(t.unique_id in results.statuses for t in tests):
+                untested.append(m.name)
+            failing = sorted(
+                (t.name, TEST_FAILED[results.statuses[t.unique_id]])
+                for t in tests
+                if results.statuses.get(t.unique_id) in TEST_FAILED
+            )
+            if failing:
+                named = ", ".join(f"{name} {how}" for name, how in failing)
+                reason = f"test{'s' if len(failing) > 1 else ''} {named} in the last dbt run"
+                skipped.append(SkippedModel(m.name, m.unique_id, reason))
+                continue
+        kept.append(m)
+    if untested:
+        warnings.append(
+            f"--require-tests: the last dbt run ran none of the tests of {', '.join(untested)}, so "
+            "nothing checked them; run `dbt build` to build and test them together."
+        )
+    return Gate(kept, skipped, warnings)
+
+
+@dataclass
+class Planned:
+    """What ``plan_syncs`` found: the specs to sync, the models skipped, and every problem."""
+
+    paths: ProjectPaths
+    manifest: Manifest
+    run_results: RunResults | None
+    specs: list[SyncSpec]
+    problems: list[str]
+    skipped: list[SkippedModel]
+    warnings: list[str]
+
+
+def plan_syncs(options: SyncOptions, *, run_results: RunResults | None = None) -> Planned:
+    """Like ``plan_specs``, gated by the last dbt run (``gate_models``).
+
+    ``run_results``: the results of the invocation to gate on (``heap-dbt run`` passes
+    the one it ran); by default, ``run_results.json`` beside the manifest.
+    """
+    paths, manifest, models = _selected(options)
+    results_path = paths.target_path / "run_results.json"
+    if run_results is None:
+        run_results = load_run_results(results_path)
+    gate = gate_models(
+        models,
+        manifest,
+        run_results,
+        results_path=results_path,
+        all_models=options.all_models,
+        require_tests=options.require_tests,
+    )
+    problems: list[str] = []
+    specs = parse_specs(gate.kept, problems)
+    return Planned(paths, manifest, run_results, specs, problems, gate.skipped, gate.warnings)
 
 
 def resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:

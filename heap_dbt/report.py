@@ -35,6 +35,18 @@ class RowIssue:
     reason: str
 
 
+@dataclass(frozen=True)
+class SkippedModel:
+    """A selected model heap-dbt did not sync, and why (e.g. it failed in the last dbt run)."""
+
+    model: str
+    unique_id: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"model": self.model, "unique_id": self.unique_id, "reason": self.reason}
+
+
 @dataclass
 class SyncResult:
     """What happened to the rows of one sync. ``read`` always equals the sum of the outcomes."""
@@ -123,11 +135,16 @@ class SyncReport:
     syncs: list[SyncResult] = field(default_factory=list)
     finished_at: dt.datetime | None = None
     warnings: list[str] = field(default_factory=list)
+    skipped: list[SkippedModel] = field(default_factory=list)
+    """Selected models left out because the last dbt run did not build them (or their tests failed)."""
+    dbt_success: bool | None = None
+    """For ``heap-dbt run``: whether dbt built every node it ran; None when heap-dbt ran no dbt."""
 
     @property
     def exit_code(self) -> int:
-        """0 when every selected row was delivered (or would be); 1 otherwise."""
-        return 0 if all(s.ok for s in self.syncs) else 1
+        """0 when every synced row was delivered (or would be) and dbt, if heap-dbt ran it,
+        succeeded; 1 otherwise. Skipped models do not count: their rows were not read."""
+        return 0 if all(s.ok for s in self.syncs) and self.dbt_success is not False else 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +160,8 @@ class SyncReport:
             },
             "warnings": self.warnings,
             "syncs": [s.as_dict() for s in self.syncs],
+            "skipped": [m.as_dict() for m in self.skipped],
+            **({"dbt_success": self.dbt_success} if self.dbt_success is not None else {}),
         }
 
     def to_json(self) -> bytes:
@@ -161,10 +180,11 @@ class SyncReport:
     def render(self, out: TextIO, *, max_issues: int = 10) -> None:
         """A short human summary."""
         verb = "would send" if self.dry_run else "sent"
-        if not self.syncs:
+        if not self.syncs and not self.skipped:
             out.write("Nothing to sync: no selected model declares `meta.heap`.\n")
             return
-        width = max(len(s.model + s.meta_path.removeprefix("config.meta.heap")) for s in self.syncs)
+        labels = [s.model + s.meta_path.removeprefix("config.meta.heap") for s in self.syncs]
+        width = max(len(label) for label in [*labels, *(m.model for m in self.skipped)])
         head = "DRY RUN: nothing was sent.\n" if self.dry_run else ""
         out.write(head)
         for s in self.syncs:
@@ -178,7 +198,7 @@ class SyncReport:
                 parts.append(f"removed {s.removed:,}")
             if s.truncated:
                 parts.append(f"truncated values {s.truncated:,}")
-            status = "OK " if s.ok else "ERR"
+            status = "OK  " if s.ok else "ERR "
             out.write(f"{status} {label:<{width}}  {s.object:<7}  {'  '.join(parts)}")
             out.write(f"  ({s.seconds:.2f} s)\n" if not self.dry_run else "\n")
             if s.error:
@@ -190,12 +210,16 @@ class SyncReport:
                     out.write(f"    ... and {len(issues) - max_issues:,} more {kind} rows\n")
             for record in s.sample:
                 out.write(f"    sample: {msgspec.json.encode(record).decode()}\n")
+        for m in self.skipped:
+            out.write(f"SKIP {m.model:<{width}}  {m.reason}\n")
         totals = self.as_dict()["totals"]
         out.write(
             f"Total: read {totals['read']:,}, {verb} "
             f"{totals['would_send'] if self.dry_run else totals['sent']:,}, "
             f"unchanged {totals['unchanged']:,}, rejected {totals['rejected']:,}, "
-            f"failed {totals['failed']:,}, removed {totals['removed']:,}.\n"
+            f"failed {totals['failed']:,}, removed {totals['removed']:,}"
+            + (f"; skipped models {len(self.skipped):,}" if self.skipped else "")
+            + ".\n"
         )
 
 

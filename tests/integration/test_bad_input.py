@@ -211,18 +211,10 @@ CASES: list[Case] = [
         args=("--project-dir", "{project}/nope"),
     ),
     case(
-        "run-results-report-the-model-failed",
-        "Warning: dbt reported heap_users as error in its last run; its table may be stale.",
-        "Rebuild it first (`dbt run -s +heap_users`).",
-        setup=run_results(model_failed(invocation=None)),
-        args=("--dry-run",),
-        exit_code=0,
-    ),
-    case(
         "run-results-of-another-invocation",
-        "Warning: dbt reported heap_users as error in an earlier run ({project}/target/run_results.json "
-        "is from another dbt invocation than manifest.json)",
-        "Rebuild it first",
+        "Warning: {project}/target/run_results.json is from another dbt invocation than "
+        f"{MANIFEST} (`dbt ls`, `compile` and `parse` rewrite the manifest)",
+        "syncs the models that the run results report as built.",
         setup=run_results(model_failed(invocation="another-invocation")),
         args=("--dry-run",),
         exit_code=0,

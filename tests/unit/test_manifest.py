@@ -218,3 +218,33 @@ def test_unreadable_run_results_are_none(tmp_path: Path, content: str | None) ->
     if content is not None:
         path.write_text(content)
     assert load_run_results(path) is None
+
+
+def test_tests_and_what_they_depend_on_are_read(tmp_path: Path) -> None:
+    generic = node("unique_a_id", resource_type="test")
+    generic["depends_on"] = {"nodes": ["model.demo.a"], "macros": ["macro.dbt.test_unique"]}
+    singular = node("a_matches_b", resource_type="test")
+    singular["depends_on"] = {"nodes": ["model.demo.a", "model.demo.b"]}
+    off = node("disabled_test", resource_type="test", enabled=False)
+
+    manifest = load_manifest(write_manifest(tmp_path, [node("a"), node("b"), generic, singular, off]))
+
+    assert {t.name: t.depends_on for t in manifest.tests.values()} == {
+        "unique_a_id": ("model.demo.a",),
+        "a_matches_b": ("model.demo.a", "model.demo.b"),
+    }
+    assert set(manifest.models) == {"model.demo.a", "model.demo.b"}
+
+
+@pytest.mark.parametrize(
+    ("which", "builds"),
+    [("run", True), ("build", True), (None, True), ("generate", False), ("compile", False), ("ls", False)],
+)
+def test_which_run_results_say_what_was_built(tmp_path: Path, which: str | None, builds: bool) -> None:
+    path = tmp_path / "run_results.json"
+    doc: dict[str, Any] = {"metadata": {"invocation_id": "i"}, "results": []}
+    if which is not None:
+        doc["args"] = {"which": which}
+    path.write_text(json.dumps(doc))
+    results = load_run_results(path)
+    assert results is not None and results.builds is builds and results.command == which

@@ -31,6 +31,14 @@ def query_error(exc: Exception) -> WarehouseError:
 def open_error(path: Path, exc: Exception, *, state: bool = False) -> Exception:
     """A clear error for a DuckDB file that cannot be opened, locks first."""
     what = "the heap-dbt state file" if state else "DuckDB file"
+    if "Unique file handle conflict" in str(exc):
+        # DuckDB lets one database instance per process open a file: another sync (or dbt)
+        # in this process has it, from another event loop or thread than this sync's.
+        return StateError(
+            f"Cannot open {what} {path}: another sync in this process has it open (syncs of one "
+            "project from one event loop wait for each other; from other threads they cannot). "
+            "Run the syncs one after the other."
+        )
     if is_lock_conflict(exc):
         message = (
             f"Cannot open {what} {path}: another process holds its lock (another `heap-dbt sync`, "
