@@ -152,8 +152,8 @@ def test_summary_of_a_sync_has_a_line_per_sync_and_the_totals() -> None:
     )
 
     assert text.splitlines() == [
-        "OK  dim_users     user     read 1,200  sent 1,000  unchanged 200  rejected 0  failed 0  (1.50 s)",
-        "OK  dim_users[1]  user     read 3  sent 3  unchanged 0  rejected 0  failed 0  (0.25 s)",
+        "OK   dim_users     user     read 1,200  sent 1,000  unchanged 200  rejected 0  failed 0  (1.50 s)",
+        "OK   dim_users[1]  user     read 3  sent 3  unchanged 0  rejected 0  failed 0  (0.25 s)",
         "Total: read 1,203, sent 1,003, unchanged 200, rejected 0, failed 0, removed 0.",
     ]
 
@@ -163,7 +163,7 @@ def test_summary_of_a_dry_run_says_nothing_was_sent_and_what_would_be() -> None:
 
     assert text.splitlines() == [
         "DRY RUN: nothing was sent.",
-        "OK  dim_users  user     read 5  would send 4  new 3  changed 1  unchanged 1  rejected 0  failed 0",
+        "OK   dim_users  user     read 5  would send 4  new 3  changed 1  unchanged 1  rejected 0  failed 0",
         "Total: read 5, would send 4, unchanged 1, rejected 0, failed 0, removed 0.",
     ]
 
@@ -182,7 +182,7 @@ def test_summary_lists_issues_up_to_a_limit_and_counts_the_rest() -> None:
 
     lines = rendered(report(r), max_issues=2).splitlines()
 
-    assert lines[0].startswith("ERR dim_users")
+    assert lines[0].startswith("ERR  dim_users")
     assert lines[1:6] == [
         "    error: Heap answered 401",
         "    rejected key='k0': key is empty",
