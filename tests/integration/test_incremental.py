@@ -237,19 +237,21 @@ def test_history_shows_the_runs(inc: Path, emulator: RunningEmulator) -> None:
     assert "inc_users" in text and "success" in text
 
 
-def test_local_state_file_for_read_only_warehouses(duck_inc: Path, emulator: RunningEmulator) -> None:
-    state = duck_inc / ".heap_dbt" / "state.duckdb"
+def test_local_state_file_for_read_only_warehouses(
+    inc: Path, warehouse: Warehouse, emulator: RunningEmulator
+) -> None:
+    state = inc / ".heap_dbt" / "state.duckdb"
 
-    first = sync(duck_inc, emulator, "--state-path", str(state))
-    second = sync(duck_inc, emulator, "--state-path", str(state))
+    first = sync(inc, emulator, "--state-path", str(state))
+    rebuild(inc, changed=3, n=90)
+    second = sync(inc, emulator, "--state-path", str(state))
 
     assert state.exists()
-    assert counts(first["inc_users"], "sent") == (100,) and counts(second["inc_users"], "unchanged") == (100,)
-    with duckdb.connect(str(duck_inc / "heap_demo.duckdb"), read_only=True) as con:
-        schemas = {
-            r[0] for r in con.execute("select schema_name from information_schema.schemata").fetchall()
-        }
-    assert "heap_dbt" not in schemas  # nothing was written to the warehouse
+    assert counts(first["inc_users"], "sent") == (100,)
+    assert counts(second["inc_users"], "sent", "changed", "unchanged", "removed") == (3, 3, 87, 10)
+    assert counts(second["inc_events"], "sent", "unchanged", "removed") == (0, 90, 10)
+    assert emulator.emulator.snapshot()["users"][APP_ID]["u1@example.com"]["plan"] == "vip"
+    assert "heap_dbt" not in warehouse.schemas(inc)  # nothing was written to the warehouse
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from heap_dbt.errors import ConfigError, StateError, WarehouseError
+from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.sql import ident
 from heap_dbt.warehouse import Column, ColumnType, Kind
 from heap_dbt.warehouse.duckdb.formatter import ArrowFormatter
 from heap_dbt.warehouse.postgres.dialect import PostgresDialect
 from heap_dbt.warehouse.postgres.errors import first_line, missing, query_error
+from heap_dbt.warehouse.postgres.local_state import LocalState
 from heap_dbt.warehouse.postgres.profile import PostgresProfile, parse_profile
 from heap_dbt.warehouse.postgres.state import PostgresState
 
@@ -102,13 +103,19 @@ class PostgresReader:
     dialect = PostgresDialect()
 
     def __init__(
-        self, profile: PostgresProfile, *, writable: bool = False, memory_limit: str | None = None
+        self,
+        profile: PostgresProfile,
+        *,
+        writable: bool = False,
+        state_path: Path | None = None,
+        memory_limit: str | None = None,
     ) -> None:
         self.profile = profile
         self.writable = writable
+        self.state_path = state_path
         self._con = self._connect()
         self._formatter = ArrowFormatter(memory_limit=memory_limit)
-        self._state: PostgresState | None = None
+        self._state: PostgresState | LocalState | None = None
 
     def _connect(self) -> dbapi.Connection:
         import adbc_driver_manager
@@ -143,14 +150,11 @@ class PostgresReader:
         state_path: Path | None = None,
         memory_limit: str | None = None,
     ) -> PostgresReader:
-        if state_path is not None:
-            raise ConfigError(
-                f"--state-path (or HEAP_DBT_STATE_PATH) keeps the state in a local DuckDB file, which "
-                f"heap-dbt supports for DuckDB targets only; target {target.name!r} is postgres: keep the "
-                "state in the warehouse (--state-schema)."
-            )
         return cls(
-            parse_profile(target.name, target.credentials), writable=writable, memory_limit=memory_limit
+            parse_profile(target.name, target.credentials),
+            writable=writable,
+            state_path=state_path,
+            memory_limit=memory_limit,
         )
 
     def _cursor_run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -228,7 +232,13 @@ class PostgresReader:
         finally:
             cur.close()
 
-    def state(self, *, schema: str, writable: bool) -> PostgresState | None:
+    def state(self, *, schema: str, writable: bool) -> PostgresState | LocalState | None:
+        """The state in schema ``schema`` of the warehouse, or with ``state_path`` in that local
+        DuckDB file (None when a dry run finds no such file yet: every row is then new)."""
+        if self._state is None and self.state_path is not None:
+            if not writable and not self.state_path.exists():
+                return None
+            self._state = LocalState(self.state_path, self._con, schema=schema, writable=writable)
         if self._state is None:
             self._state = PostgresState(
                 self._con, database=self.profile.database, schema=schema, writable=writable,
