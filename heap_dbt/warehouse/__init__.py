@@ -64,7 +64,8 @@ class Column:
     ``type`` describes the value as DuckDB sees it when the record SQL runs. ``export`` is the
     warehouse-side expression that ships the column (``{}`` stands for the quoted column,
     e.g. ``CAST({} AS text)``), and ``restore`` the DuckDB expression that turns what arrived
-    back into ``type`` (e.g. ``CAST({} AS DECIMAL(12,2))``). The DuckDB engine needs neither.
+    back into ``type`` (e.g. ``CAST({} AS DECIMAL(12,2))``); ``{0}`` uses the column twice.
+    The DuckDB engine needs neither.
     """
 
     name: str

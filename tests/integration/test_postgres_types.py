@@ -28,6 +28,9 @@ select 'a@example.com' as email,
        cast('{"plan": {"tier": "pro", "seats": 5}, "beta": true, "note": null}' as jsonb) as doc,
        cast('7' as json) as scalar,
        cast('2026-03-01 12:34:56.789+02' as timestamptz) as seen_at
+union all
+select 'b@example.com', null, null, null, null, null, null, null, null, null, null,
+       cast('infinity' as timestamptz)
 """
 BAD_SQL = "select 'a@example.com' as email, cast('\\\\x00' as bytea) as blob, interval '1 day' as span"
 SCHEMA = """
@@ -79,7 +82,11 @@ def wh_built_sample_pg(pg: Postgres, tmp_path_factory: pytest.TempPathFactory) -
 def test_postgres_types_arrive_by_the_conversion_rules(pg_project: Path, emulator: RunningEmulator) -> None:
     proc = heap_dbt(pg_project, "sync", "-s", "pg_types", base_url=emulator.url)
 
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # b@example.com is rejected
+    report = json.loads((pg_project / "target" / "heap_sync_results.json").read_text())
+    assert [(r["key"], r["reason"]) for r in report["syncs"][0]["rejections"]] == [
+        ("b@example.com", "property 'seen_at' is an infinite date")
+    ]
     assert emulator.emulator.snapshot()["users"][APP_ID]["a@example.com"] == {
         "uid": "2d3c2f5e-3b1a-4c6e-9f00-1a2b3c4d5e6f",
         "code": "ab",  # char(n) without its padding

@@ -56,7 +56,10 @@ def test_a_missing_host_is_named() -> None:
         ("uuid", -1, None, "string", "VARCHAR", "CAST({} AS text)", "{}"),
         ("bpchar", 8, None, "string", "VARCHAR", "CAST({} AS text)", "{}"),
         ("jsonb", -1, None, "json", "JSON", "{}", "{}"),
-        ("timestamptz", -1, None, "timestamptz", "TIMESTAMP WITH TIME ZONE", "{}", "{}"),
+        (
+            "timestamptz", -1, None, "timestamptz", "TIMESTAMP WITH TIME ZONE", "{}",
+            "CASE WHEN epoch_us({0}) < -211000000000000000 THEN CAST('infinity' AS TIMESTAMPTZ) ELSE {0} END",
+        ),
         ("_text", -1, "text", "list", "VARCHAR[]", "{}", "{}"),
         ("_numeric", -1, "numeric", "list", "VARCHAR[]", "CAST({} AS text[])", "{}"),
         ("bytea", -1, None, "unsupported", "bytea", "{}", "{}"),

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 BATCH_BYTES = 1 << 20
 """ADBC's Arrow batch size hint: smaller batches keep the peak memory of a stream low at no cost in speed."""
 
+# ADBC turns Postgres' +-infinity into dates long before Postgres' earliest (4713 BC): read
+# those back as infinite, so that the record SQL rejects them as it does DuckDB's.
+_BEFORE_POSTGRES = {"DATE": "year({0}) < -4800", "TIMESTAMP": "epoch_us({0}) < -211000000000000000"}
+_INFINITE = "CASE WHEN {before} THEN CAST('infinity' AS {t}) ELSE {{0}} END"
+
 # typname -> (kind, the DuckDB type the record SQL sees, export, restore)
 _SIMPLE: dict[str, tuple[Kind, str, str, str]] = {
     "int2": ("integer", "SMALLINT", "{}", "{}"),
@@ -40,9 +45,19 @@ _SIMPLE: dict[str, tuple[Kind, str, str, str]] = {
     "float4": ("float", "FLOAT", "{}", "{}"),
     "float8": ("float", "DOUBLE", "{}", "{}"),
     "bool": ("boolean", "BOOLEAN", "{}", "{}"),
-    "date": ("date", "DATE", "{}", "{}"),
-    "timestamp": ("timestamp", "TIMESTAMP", "{}", "{}"),
-    "timestamptz": ("timestamptz", "TIMESTAMP WITH TIME ZONE", "{}", "{}"),
+    "date": ("date", "DATE", "{}", _INFINITE.format(before=_BEFORE_POSTGRES["DATE"], t="DATE")),
+    "timestamp": (
+        "timestamp",
+        "TIMESTAMP",
+        "{}",
+        _INFINITE.format(before=_BEFORE_POSTGRES["TIMESTAMP"], t="TIMESTAMP"),
+    ),
+    "timestamptz": (
+        "timestamptz",
+        "TIMESTAMP WITH TIME ZONE",
+        "{}",
+        _INFINITE.format(before=_BEFORE_POSTGRES["TIMESTAMP"], t="TIMESTAMPTZ"),
+    ),
     "text": ("string", "VARCHAR", "{}", "{}"),
     "varchar": ("string", "VARCHAR", "{}", "{}"),
     # char(n) compares without its padding, and its text has none; uuid and citext as text.
