@@ -8,7 +8,7 @@ EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
 
-.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle reliability reliability-quick clean
+.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle bench-postgres reliability reliability-quick clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
@@ -48,8 +48,9 @@ demo: $(STAMP)
 	echo; echo "== What Heap received"; \
 	$(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT)
 
+# The PostgreSQL tests skip without a server; here one must answer (127.0.0.1:5432, user postgres).
 test: $(STAMP)
-	$(PY) -m pytest
+	HEAP_DBT_REQUIRE_POSTGRES=1 $(PY) -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check heap_dbt tests benchmarks
@@ -58,6 +59,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run --rows 100000,1000000
+
+# 1M users from PostgreSQL (127.0.0.1:5432, user postgres) against the limit of Postgres JSON or ADBC + DuckDB.
+bench-postgres: $(STAMP)
+	$(PY) -m benchmarks.postgres --rows 1000000
 
 bench-10m: $(STAMP)
 	$(PY) -m benchmarks.run --rows 10000000 --repeat 1 --baseline-rows 2000 --out benchmarks/out/results-10m.json

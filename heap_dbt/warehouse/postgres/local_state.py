@@ -1,0 +1,160 @@
+"""``--state-path`` for PostgreSQL: the state in a local DuckDB file, the warehouse read-only.
+
+The diff still runs in Postgres: before a sync's candidates query, what Heap holds (k1, k2,
+hash) goes from the local file into a temporary table of heap-dbt's own session, which
+nothing else sees and which ends with it. Only to find keys that left the model do the
+model's key hashes (16 bytes a row) come the other way. Hashes are Postgres' signed
+``bigint``; the DuckDB state stores them as ``UBIGINT``, the same 64 bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from heap_dbt.errors import StateError
+from heap_dbt.sql import ident, lit
+from heap_dbt.state import RunRecord
+from heap_dbt.warehouse.duckdb.errors import open_error
+from heap_dbt.warehouse.duckdb.state import DuckDBState
+from heap_dbt.warehouse.postgres.errors import first_line
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from adbc_driver_manager import dbapi
+
+PREVIOUS = "heap_dbt_previous"
+"""The session's temporary table of what Heap holds, for the diff."""
+_ALIAS = "heap_dbt_state"
+
+
+def _bits(table: pa.Table, to: pa.DataType) -> pa.Table:
+    """The same 64 bits as signed or unsigned integers."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pa.table({n: pc.cast(table.column(n), to, safe=False) for n in table.column_names})
+
+
+class LocalState:
+    """A StateStore in a local DuckDB file for a PostgreSQL warehouse (``heap_dbt.state``)."""
+
+    def __init__(self, path: Path, pg: dbapi.Connection, *, schema: str, writable: bool) -> None:
+        import duckdb
+
+        self._pg = pg
+        self._con = duckdb.connect(":memory:")
+        try:
+            created = writable and not path.exists()
+            if writable:
+                path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            mode = "" if writable else " (READ_ONLY)"
+            self._con.execute(f"ATTACH {lit(str(path))} AS {_ALIAS}{mode}")
+            if created:  # it will hold the hashed keys and the run log: the owner's only
+                path.chmod(0o600)
+        except (duckdb.Error, OSError) as exc:
+            self._con.close()
+            raise open_error(path, exc, state=True) from exc
+        self._local = DuckDBState(self._con, catalog=_ALIAS, schema=schema, writable=writable)
+        self._local.open()
+        self.exists = self._local.exists
+
+    def begin_run(
+        self, *, sync_id: str, model: str, obj: str, meta_path: str, app_id: str, full_refresh: bool
+    ) -> int:
+        return self._local.begin_run(
+            sync_id=sync_id,
+            model=model,
+            obj=obj,
+            meta_path=meta_path,
+            app_id=app_id,
+            full_refresh=full_refresh,
+        )
+
+    def finish_run(self, run_id: int, *, counts: dict[str, int], outcome: str) -> None:
+        self._local.finish_run(run_id, counts=counts, outcome=outcome)
+
+    def history(self, *, limit: int) -> list[RunRecord]:
+        return self._local.history(limit=limit)
+
+    def interrupted(self, sync_id: str, *, before: int | None = None) -> bool:
+        return self._local.interrupted(sync_id, before=before)
+
+    def recover(self, sync_id: str, *, before: int) -> None:
+        self._local.recover(sync_id, before=before)
+
+    def latest_sql(self, sync_id: str, *, compact: bool) -> str:
+        """Copy what Heap holds into the session's temporary table; SQL that reads it in Postgres."""
+        import adbc_driver_manager
+        import pyarrow as pa
+
+        held = self._con.sql(self._local.latest_sql(sync_id, compact=compact)).to_arrow_table()
+        cur = self._pg.cursor()
+        try:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{ident(PREVIOUS)}")
+            cur.adbc_ingest(PREVIOUS, _bits(held, pa.int64()), mode="create", temporary=True)
+        except adbc_driver_manager.Error as exc:
+            raise StateError(
+                f"Cannot copy the local heap-dbt state into a temporary table of the PostgreSQL "
+                f"session: {first_line(exc)}"
+            ) from exc
+        finally:
+            cur.close()
+        return f"SELECT k1, k2, hash FROM pg_temp.{ident(PREVIOUS)}"
+
+    def count_keys(self, sync_id: str, *, before: int | None = None) -> int:
+        return self._local.count_keys(sync_id, before=before)
+
+    def acknowledge(self, sync_id: str, run_id: int, acks: pa.Table) -> None:
+        import pyarrow as pa
+
+        self._local.acknowledge(sync_id, run_id, _bits(acks.select(["k1", "k2", "hash"]), pa.uint64()))
+
+    def compact(self, sync_id: str, *, run_id: int) -> None:
+        self._local.compact(sync_id, run_id=run_id)
+
+    def remove_missing(
+        self, sync_id: str, source_keys_sql: str, *, apply: bool, before_run: int | None = None
+    ) -> int:
+        """``source_keys_sql`` runs in Postgres; its key hashes are compared in the local file."""
+        import adbc_driver_manager
+        import pyarrow as pa
+
+        if not self._local.count_keys(sync_id, before=before_run):
+            return 0
+        cur = self._pg.cursor()
+        try:
+            cur.execute(source_keys_sql)
+            keys = cur.fetch_arrow_table()
+        except adbc_driver_manager.Error as exc:
+            raise StateError(f"Cannot read the model's keys from PostgreSQL: {first_line(exc)}") from exc
+        finally:
+            cur.close()
+        # A table of the in-memory database, which the store's own cursor sees (a view would not).
+        model_keys = _bits(keys, pa.uint64())  # noqa: F841  (read by name below)
+        self._con.execute(
+            "CREATE OR REPLACE TABLE memory.main.heap_dbt_model_keys AS SELECT * FROM model_keys"
+        )
+        try:
+            return self._local.remove_missing(
+                sync_id,
+                "SELECT k1, k2 FROM memory.main.heap_dbt_model_keys",
+                apply=apply,
+                before_run=before_run,
+            )
+        finally:
+            self._con.execute("DROP TABLE IF EXISTS memory.main.heap_dbt_model_keys")
+
+    def forget(self, sync_id: str) -> None:
+        self._local.forget(sync_id)
+
+    def fingerprint(self, sync_id: str) -> str | None:
+        return self._local.fingerprint(sync_id)
+
+    def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None:
+        self._local.set_fingerprint(sync_id, fingerprint, run_id=run_id)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._con.close()
