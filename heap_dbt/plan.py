@@ -139,6 +139,15 @@ def prepare(
                     f"{where}.timestamp: column {resolved.timestamp!r} is {types[resolved.timestamp].sql}; "
                     "cast it to a TIMESTAMP in the model."
                 )
+        used = dict.fromkeys(
+            [resolved.key, *sorted(resolved.reserved_columns()), *resolved.properties.values()]
+        )
+        for name in used:
+            if name in types and types[name].kind == "unsupported":
+                problems.append(
+                    f"{where}: column {name!r} is {types[name].sql}, which heap-dbt cannot send to Heap; "
+                    "cast it in the model (to text, for example)."
+                )
         if len(problems) > found:
             continue
         query = sql.record_query(resolved, columns, model_label=spec.label)

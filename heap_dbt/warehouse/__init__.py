@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 
 Kind = Literal[
     "string", "integer", "float", "decimal", "boolean", "date", "timestamp",
-    "timestamptz", "list", "struct", "map", "other",
+    "timestamptz", "list", "struct", "map", "json", "other", "unsupported",
 ]  # fmt: skip
+"""How a value converts (``heap_dbt.sql``). ``json``: JSON text, whose objects flatten to dotted
+names; ``unsupported``: a type heap-dbt cannot convert, a configuration error if a sync uses it."""
 
 
 @dataclass(frozen=True)
