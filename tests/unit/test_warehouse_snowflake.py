@@ -157,7 +157,7 @@ def test_query_tag_and_connect_timeout_carry_over_from_dbt() -> None:
 @pytest.mark.parametrize(
     ("meta", "kind", "sql"),
     [
-        (("FIXED", 12, 2), "decimal", "DECIMAL(12, 2)"),
+        (("FIXED", 12, 2), "decimal", "DECIMAL(12,2)"),
         (("FIXED", 38, 0), "integer", "HUGEINT"),
         (("FIXED", 18, 0), "integer", "BIGINT"),
         (("REAL", None, None), "float", "DOUBLE"),

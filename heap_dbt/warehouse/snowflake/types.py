@@ -78,7 +78,7 @@ def column(source: str, type_name: str, precision: int | None, scale: int | None
                 select=f"TO_VARCHAR({src}) AS {out}",
                 restore=f"CAST({out} AS HUGEINT)",
             )
-        return make(f"NUMBER({p},{s})", ColumnType("decimal", f"DECIMAL({p}, {s})"))
+        return make(f"NUMBER({p},{s})", ColumnType("decimal", f"DECIMAL({p},{s})"))
     if kind == "REAL":
         return make("FLOAT", ColumnType("float", "DOUBLE"))
     if kind == "TEXT":
