@@ -56,7 +56,9 @@ def plan_sync(project: BenchProject, obj: str) -> SyncPlan:
     if problems:
         raise PlanError(f"Resolving {project.model(obj)}: {problems}")
     # The models have no repeated key, so heap-dbt leaves out the duplicate-key join; so does the limit.
-    query = sql.record_query(resolved, columns, model_label=spec.label, duplicates=False)
+    query = sql.record_query(
+        resolved, columns, model_label=spec.label, dialect=reader.dialect, duplicates=False
+    )
     return SyncPlan(resolved, query)
 
 

@@ -124,7 +124,7 @@ async def _stream(ctx: _Context, run: _SyncRun, query: sql.RecordQuery) -> int:
     per-identity event limit.
     """
     result = run.result
-    stream = ctx.reader.stream(query.sql, batch_rows=ctx.options.arrow_batch_rows)
+    stream = ctx.reader.records(query, batch_rows=ctx.options.arrow_batch_rows)
     pending: asyncio.Future[Any] = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
     tasks: set[asyncio.Task[None]] = set()
     streamed = 0

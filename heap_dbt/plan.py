@@ -16,7 +16,7 @@ from heap_dbt.errors import ConfigError, MissingRelationError
 from heap_dbt.manifest import Manifest, load_manifest, select_models
 from heap_dbt.profiles import ProjectPaths, resolve_project
 from heap_dbt.urls import check_url
-from heap_dbt.warehouse import Column, WarehouseReader
+from heap_dbt.warehouse import Column, Dialect, WarehouseReader
 
 OBJECT_ORDER = {"user": 0, "account": 1, "event": 2}
 
@@ -89,6 +89,7 @@ class Prepared:
     spec: SyncSpec
     app_id: str
     query: sql.RecordQuery
+    dialect: Dialect
     columns: list[Column] = field(default_factory=list)
 
     def build(
@@ -101,6 +102,7 @@ class Prepared:
             self.spec,
             self.columns,
             model_label=self.spec.label,
+            dialect=self.dialect,
             previous=previous,
             duplicates=duplicates_table is not None,
             duplicates_table=duplicates_table,
@@ -139,18 +141,16 @@ def prepare(
                     f"{where}.timestamp: column {resolved.timestamp!r} is {types[resolved.timestamp].sql}; "
                     "cast it to a TIMESTAMP in the model."
                 )
-        used = dict.fromkeys(
-            [resolved.key, *sorted(resolved.reserved_columns()), *resolved.properties.values()]
-        )
+        used = dict.fromkeys([resolved.key, *resolved.reserved_columns(), *resolved.properties.values()])
         for name in used:
             if name in types and types[name].kind == "unsupported":
                 problems.append(
-                    f"{where}: column {name!r} is {types[name].sql}, which heap-dbt cannot send to Heap; "
-                    "cast it in the model (to text, for example)."
+                    f"{where}: column {name!r} is {types[name].sql}, which heap-dbt cannot convert; "
+                    "cast it in the model (to text, a number or a timestamp)."
                 )
         if len(problems) > found:
             continue
-        query = sql.record_query(resolved, columns, model_label=spec.label)
-        prepared.append(Prepared(resolved, app_id or heap.NO_APP_ID, query, columns))
+        query = sql.record_query(resolved, columns, model_label=spec.label, dialect=reader.dialect)
+        prepared.append(Prepared(resolved, app_id or heap.NO_APP_ID, query, reader.dialect, columns))
     prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
     return prepared

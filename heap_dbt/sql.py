@@ -1,8 +1,10 @@
-"""Generate the SQL that turns a model's rows into Heap records, in the warehouse.
+"""Generate the DuckDB SQL that turns a model's rows into Heap records.
 
 For each sync one query yields, per row: the sync key, the reason the row is rejected (or
 NULL), the record's JSON text as Heap wants it, and how many values were truncated. Value
-conversion and every row-level check run here, as SQL, so Python only moves bytes.
+conversion and every row-level check run here, as SQL, so Python only moves bytes. The query
+reads the rows the warehouse chose to send (``heap_dbt.warehouse.Dialect.candidates_sql``):
+the warehouse filters, DuckDB formats, whatever the warehouse.
 
 Every column name is quoted as an identifier and every name from meta is a quoted
 literal: no text from meta is pasted into SQL as is.
@@ -17,7 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from heap_dbt.config import SyncSpec
-from heap_dbt.warehouse import Column, ColumnType
+from heap_dbt.warehouse import (
+    CANDIDATES,
+    DUPS,
+    IS_NEW,
+    KEY_HASH_1,
+    KEY_HASH_2,
+    ROW_HASH,
+    Column,
+    ColumnType,
+    Dialect,
+    FilterSpec,
+)  # fmt: skip
+from heap_dbt.warehouse import KEY as KEY
 
 MAX_IDENTITY = 255
 MAX_VALUE = 1023  # Heap: strings "fewer than 1024 characters"
@@ -34,14 +48,10 @@ ISO_MS = "%Y-%m-%dT%H:%M:%S.%gZ"
 WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 WHITESPACE_CODES = "(9, 10, 11, 12, 13, 32)"
 
-KEY, REASON, RECORD, TRUNCATED, IDENTITY = "__key", "__reason", "__record", "__truncated", "__identity"
+REASON, RECORD, TRUNCATED, IDENTITY = "__reason", "__record", "__truncated", "__identity"
 SEPARATOR = ","
 """Ends every record in the RECORD column: a bulk body is then one slice of the Arrow buffer."""
 HASH, NEW, K1, K2 = "__hash", "__new", "k1", "k2"
-
-# DuckDB's hash() is 15x cheaper than md5 here. Should a DuckDB upgrade ever change it,
-# every row looks changed once and is resent once; nothing is lost.
-ROW_HASH = "hash"
 
 
 def ident(name: str) -> str:
@@ -115,6 +125,12 @@ def _number(expr: str, t: ColumnType) -> str:
     """
     text = f"CAST({expr} AS VARCHAR)"
     as_string = f"'\"' || {text} || '\"'"
+    if t.sql == "NUMERIC":
+        # Exact decimal text of any precision (Postgres' unconstrained numeric): a number when
+        # its digits are at most DOUBLE_DIGITS, which a double always keeps (trailing zeros
+        # counted: stricter, never wrong); else its exact digits as a string.
+        digits = f"length(ltrim(replace(replace({expr}, '-', ''), '.', ''), '0'))"
+        return f"CASE WHEN {digits} <= {DOUBLE_DIGITS} THEN {expr} ELSE {as_string} END"
     if t.kind == "integer":
         if t.sql in _SMALL_INTEGERS:
             return text
@@ -159,6 +175,10 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     reasons: list[tuple[str, str]] = []
     truncations: list[str] = []
     if t.kind in ("integer", "decimal"):
+        if t.sql == "NUMERIC":
+            reasons.append(
+                (f"{expr} IN ('NaN', 'Infinity', '-Infinity')", lit(f"property {label!r} is NaN or infinite"))
+            )
         return _Entry(_number(expr, t), reasons, truncations)
     if t.kind == "float":
         # to_json prints the shortest text that reads back as the same double, -0.0 included.
@@ -337,9 +357,14 @@ def _empty_checks(expr: str, what: str) -> list[tuple[str, str]]:
 
 @dataclass(frozen=True)
 class RecordQuery:
-    """The query for one sync and what its result columns mean."""
+    """The statements of one sync and what their result columns mean.
 
-    sql: str
+    ``candidates_sql`` and the probes run in the warehouse, in its dialect; ``format_sql``
+    runs in DuckDB over the candidates (named CANDIDATES) and yields the result columns.
+    """
+
+    candidates_sql: str
+    format_sql: str
     has_identity: bool
     can_truncate: bool
     """Whether TRUNCATED can be anything but 0 (some property has ``truncate: true``)."""
@@ -358,6 +383,11 @@ class RecordQuery:
     width: int
     """How many columns the queries read, struct and map fields counted one by one."""
 
+    @property
+    def sql(self) -> str:
+        """Both stages as one DuckDB query, for a warehouse that is DuckDB itself."""
+        return f"WITH {CANDIDATES} AS ({self.candidates_sql})\n{self.format_sql}"
+
     def fingerprint(self, probe: tuple[Any, ...]) -> str:
         """The model's fingerprint from the probe row: rows, content and record definition."""
         return f"{probe[0]}:{probe[1]}:{self.definition}"
@@ -368,27 +398,32 @@ def record_query(
     columns: list[Column],
     *,
     model_label: str,
+    dialect: Dialect,
     previous: str | None = None,
     duplicates: bool = True,
     duplicates_table: str | None = None,
     identities: bool = True,
 ) -> RecordQuery:
-    """Build the SQL that yields key, reason, record JSON (plus SEPARATOR), truncation count and hashes.
+    """Build the statements that yield key, reason, record JSON (plus SEPARATOR), truncation
+    count and hashes.
 
     ``columns`` must be the relation's real columns, already checked by
     ``config.resolve_columns``; ``model_label`` seeds the deterministic idempotency key.
-    With ``previous`` (SQL yielding ``key, hash`` of what Heap holds), only rows that are
-    new, changed, or rejected come out: the diff runs in the warehouse. Events compare
-    keys only, since Heap keeps the first event with an idempotency key. ``duplicates=False``
-    (the probe found no repeated key) leaves out the duplicate-key join, a third of the work.
-    ``duplicates_table`` names a table (``dup_key``, ``n``) the caller filled from
-    ``duplicate_keys_sql``: joining that small table keeps memory flat on huge models.
-    ``identities=False`` leaves out an event's IDENTITY column, which only the per-identity
-    rate limit reads.
+    ``dialect`` writes the warehouse-side statements. With ``previous`` (SQL yielding
+    ``k1, k2, hash`` of what Heap holds), only rows that are new, changed, or rejected come
+    out: the diff runs in the warehouse. Events compare keys only, since Heap keeps the first
+    event with an idempotency key. ``duplicates=False`` (the probe found no repeated key)
+    leaves out the duplicate-key join, a third of the work. ``duplicates_table`` names a
+    table (``dup_key``, ``n``) the caller filled from ``duplicate_keys_sql``: joining that
+    small table keeps memory flat on huge models. ``identities=False`` leaves out an event's
+    IDENTITY column, which only the per-identity rate limit reads.
     """
     types = {c.name: c.type for c in columns}
+    by_name = {c.name: c for c in columns}
     src = spec.model.relation_name
+    assert src is not None  # parse_specs skips ephemeral models
     key_t = types[spec.key]
+    # The key text as the warehouse wrote it (CANDIDATES' KEY): what the definition hashes.
     key_expr = ident(spec.key) if key_t.sql == "VARCHAR" else f"CAST({ident(spec.key)} AS VARCHAR)"
     key_name = {"user": "identity", "account": "account ID", "event": "Insert ID"}[spec.object]
     reasons: list[tuple[str, str]] = _empty_checks("k." + ident(KEY), f"{key_name} ({spec.key})")
@@ -437,8 +472,8 @@ def record_query(
         fixed += [lit('"account_id":'), f"CAST(to_json(k.{ident(KEY)}) AS VARCHAR)"]
 
     dup_reason = (
-        "k.__heap_dups IS NOT NULL",
-        f"{lit('duplicate key: ')} || k.__heap_dups || {lit(' rows share it, so none of them is sent')}",
+        f"k.{ident(DUPS)} IS NOT NULL",
+        f"{lit('duplicate key: ')} || k.{ident(DUPS)} || {lit(' rows share it, so none of them is sent')}",
     )
     for e in entries:
         reasons += e.reasons
@@ -468,78 +503,38 @@ def record_query(
     ]
     if spec.object == "event" and identities:
         select.append(f"{identity_sql} AS {ident(IDENTITY)}")
+    select += [
+        f"k.{ident(KEY_HASH_1)} AS {K1}",
+        f"k.{ident(KEY_HASH_2)} AS {K2}",
+        f"k.{ident(ROW_HASH)} AS {ident(HASH)}",
+        f"k.{ident(IS_NEW)} AS {ident(NEW)}",
+    ]
     # Change detection hashes the source values the record is built from (plus how it is built),
     # so the diff finds changed rows before any JSON is made: records are built for those only.
     used = dict.fromkeys([spec.key, *spec.reserved_columns(), *spec.properties.values()])
-    row_hash = f"{ROW_HASH}({lit(str(definition))}, " + ", ".join(f"k.{ident(c)}" for c in used) + ")"
-    if duplicates_table is not None:
-        dups = (
-            f"k AS (SELECT src.*, d.n AS __heap_dups FROM src LEFT JOIN {duplicates_table} AS d "
-            f"ON src.{ident(KEY)} = d.dup_key),"
-        )
-    else:
-        dups = (
-            f"""dups AS (
-    SELECT {ident(KEY)} AS dup_key, count(*) AS n FROM src
-    WHERE {ident(KEY)} IS NOT NULL GROUP BY 1 HAVING count(*) > 1
-),
-k AS (
-    SELECT src.*, dups.n AS __heap_dups FROM src LEFT JOIN dups ON src.{ident(KEY)} = dups.dup_key
-),"""
-            if duplicates
-            else "k AS (SELECT *, CAST(NULL AS BIGINT) AS __heap_dups FROM src),"
-        )
-    hashed = (
-        f"h AS (SELECT k.*, {row_hash} AS __heap_hash, {ROW_HASH}(k.{ident(KEY)}) AS __heap_k1, "
-        f"{ROW_HASH}(k.{ident(KEY)} || chr(31)) AS __heap_k2 FROM k)"
+    f = FilterSpec(
+        relation=src,
+        key=by_name[spec.key],
+        columns=tuple(by_name[c] for c in used),
+        seed=str(definition),
+        compare_hashes=spec.object != "event",
     )
-    if previous is None:
-        candidates = "cand AS (SELECT h.*, true AS __heap_new FROM h)"
-    else:
-        changed = "" if spec.object == "event" else " OR prev.hash IS DISTINCT FROM h.__heap_hash"
-        candidates = (
-            f"prev AS ({previous}),\n"
-            "cand AS (SELECT h.*, prev.k1 IS NULL AS __heap_new FROM h LEFT JOIN prev "
-            "ON prev.k1 = h.__heap_k1 AND prev.k2 = h.__heap_k2 "
-            f"WHERE prev.k1 IS NULL OR h.__heap_dups IS NOT NULL{changed})"
-        )
-    select += [
-        f"k.__heap_k1 AS {K1}",
-        f"k.__heap_k2 AS {K2}",
-        f"k.__heap_hash AS {ident(HASH)}",
-        f"k.__heap_new AS {ident(NEW)}",
+    restored = [
+        f"{c.restore.format(ident(c.name))} AS {ident(c.name)}" for c in f.columns if c.restore != "{}"
     ]
-    query = f"""
-WITH src AS (
-    SELECT *, {key_expr} AS {ident(KEY)} FROM {src}
-),
-{dups}
-{hashed},
-{candidates}
-SELECT {", ".join(select)}
-FROM cand AS k"""
-    # The fingerprint covers the columns records are built from: a change elsewhere in the
-    # model changes no record, and reading only these keeps a wide model's probe cheap.
-    probe = f"count(*), coalesce(sum({ROW_HASH}(" + ", ".join(ident(c) for c in used) + ")), 0)::VARCHAR"
+    source = f"(SELECT * REPLACE ({', '.join(restored)}) FROM {CANDIDATES})" if restored else CANDIDATES
     return RecordQuery(
-        sql=query,
+        candidates_sql=dialect.candidates_sql(
+            f, previous=previous, duplicates=duplicates, duplicates_table=duplicates_table
+        ),
+        format_sql=f"SELECT {', '.join(select)}\nFROM {source} AS k",
         has_identity=spec.object == "event" and identities,
         can_truncate=bool(truncations),
-        keys_sql=f"SELECT {_key_hashes('k')} FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL",
-        probe_sql=f"SELECT {probe} FROM {src} AS __heap_row",
-        probe_duplicates_sql=(
-            f"SELECT {probe}, count({key_expr}) - count(DISTINCT {ROW_HASH}({key_expr})) "
-            f"FILTER (WHERE {key_expr} IS NOT NULL) FROM {src} AS __heap_row"
-        ),
-        # Distinct hashes: a collision can only raise a false alarm (then the exact join runs).
-        duplicate_keys_sql=(
-            f"SELECT k AS dup_key, count(*) AS n FROM (SELECT {key_expr} AS k FROM {src}) "
-            "WHERE k IS NOT NULL GROUP BY k HAVING count(*) > 1"
-        ),
-        duplicates_sql=(
-            f"SELECT count(*) - count(DISTINCT {ROW_HASH}(k)) "
-            f"FROM (SELECT {key_expr} AS k FROM {src}) WHERE k IS NOT NULL"
-        ),
+        keys_sql=dialect.keys_sql(f),
+        probe_sql=dialect.probe_sql(f),
+        probe_duplicates_sql=dialect.probe_duplicates_sql(f),
+        duplicate_keys_sql=dialect.duplicate_keys_sql(f),
+        duplicates_sql=dialect.duplicates_sql(f),
         definition=str(definition),
         width=sum(_leaves(types[c]) for c in used),
     )
@@ -550,11 +545,6 @@ def _leaves(t: ColumnType) -> int:
     if t.kind in ("struct", "map", "list"):
         return sum(_leaves(child) for _, child in t.children) or 1
     return 1
-
-
-def _key_hashes(expr: str) -> str:
-    """A key as two independent 64-bit hashes, the form the sync state stores."""
-    return f"{ROW_HASH}({expr}) AS {K1}, {ROW_HASH}({expr} || chr(31)) AS {K2}"
 
 
 def hash_text(text: str) -> int:

@@ -19,6 +19,7 @@ import pytest
 
 from heap_dbt.emulator import RunningEmulator, run_in_thread
 from tests.fakesnow_server import FakeSnow, run_fakesnow
+from tests.warehouses import Warehouse, postgres_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_dbt_project"
@@ -84,6 +85,34 @@ def built_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     dbt(project, "build", "--quiet")
     return project
+
+
+@pytest.fixture(scope="session", params=["duckdb", "postgres"])
+def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
+    """Each warehouse the parametrised integration tests run on."""
+    wh = Warehouse() if request.param == "duckdb" else postgres_or_skip()
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
+@pytest.fixture(scope="session")
+def wh_built_sample(warehouse: Warehouse, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample project built with `dbt build` in ``warehouse``, once per session."""
+    project = tmp_path_factory.mktemp(f"sample-{warehouse.name}") / "heap_demo"
+    shutil.copytree(
+        SAMPLE, project, ignore=shutil.ignore_patterns("target", "logs", "*.duckdb*", "dbt_packages")
+    )
+    warehouse.setup(project)
+    dbt(project, "build", "--quiet")
+    return project
+
+
+@pytest.fixture
+def wh_project(warehouse: Warehouse, wh_built_sample: Path, tmp_path: Path) -> Path:
+    """A private copy of the sample project built in ``warehouse``, its data included."""
+    return warehouse.copy(wh_built_sample, tmp_path / "heap_demo")
 
 
 @pytest.fixture

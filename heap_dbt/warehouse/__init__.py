@@ -1,8 +1,12 @@
-"""The warehouse seam: one small protocol, one package per engine.
+"""The warehouse seam: small protocols, one package per engine.
 
-Each engine package (``heap_dbt.warehouse.duckdb``) turns a dbt target into a
-``WarehouseReader`` that describes relations, streams the rows of a query as bounded Arrow
-record batches, and opens the engine's ``StateStore`` (``heap_dbt.state``).
+"The warehouse filters, DuckDB formats." Each engine package (``heap_dbt.warehouse.duckdb``,
+``heap_dbt.warehouse.postgres``) turns a dbt target into a ``WarehouseReader`` that
+describes relations, runs its ``Dialect``'s statements (row hashes, the diff against the
+state, duplicate keys, the fingerprint) in the warehouse, and streams the raw columns of the
+rows to send as Arrow; an in-process DuckDB then builds the Heap records from them with the
+one record SQL in ``heap_dbt.sql``. Each engine also opens its ``StateStore``
+(``heap_dbt.state``). README.md in this directory describes how to add an engine.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from heap_dbt.profiles import Target
+    from heap_dbt.sql import RecordQuery
     from heap_dbt.state import StateStore
 
 Kind = Literal[
@@ -27,6 +32,19 @@ Kind = Literal[
 ]  # fmt: skip
 """How a value converts (``heap_dbt.sql``). ``json``: JSON text, whose objects flatten to dotted
 names; ``unsupported``: a type heap-dbt cannot convert, a configuration error if a sync uses it."""
+
+# The columns of the candidates query (``Dialect.candidates_sql``), besides the model's own.
+KEY = "__key"
+"""The sync key as text."""
+DUPS = "__heap_dups"
+"""How many rows share the key when more than one does, else NULL."""
+ROW_HASH = "__heap_hash"
+KEY_HASH_1, KEY_HASH_2 = "__heap_k1", "__heap_k2"
+"""The key as two independent 64-bit hashes, the form the sync state stores."""
+IS_NEW = "__heap_new"
+"""True where the state holds no row for the key."""
+CANDIDATES = "heap_dbt_candidates"
+"""The name under which the record SQL reads the candidates (a CTE, or a registered Arrow stream)."""
 
 
 @dataclass(frozen=True)
@@ -41,19 +59,93 @@ class ColumnType:
 
 @dataclass(frozen=True)
 class Column:
+    """A column of a model.
+
+    ``type`` describes the value as DuckDB sees it when the record SQL runs. ``export`` is the
+    warehouse-side expression that ships the column (``{}`` stands for the quoted column,
+    e.g. ``CAST({} AS text)``), and ``restore`` the DuckDB expression that turns what arrived
+    back into ``type`` (e.g. ``CAST({} AS DECIMAL(12,2))``). The DuckDB engine needs neither.
+    """
+
     name: str
     type: ColumnType
+    export: str = "{}"
+    restore: str = "{}"
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """What the warehouse-side statements of one sync read: the model, its key, the columns
+    the records are built from (the key's among them), and the seed of every row hash."""
+
+    relation: str
+    """The model's relation, as the manifest's ``relation_name`` quotes it."""
+    key: Column
+    columns: tuple[Column, ...]
+    seed: str
+    """A hash of how records are built: a change to it changes every row hash."""
+    compare_hashes: bool
+    """Users and accounts: a changed row hash resends the row. Events: keys only (Heap keeps
+    the first event with an Insert ID)."""
+
+
+class Dialect(Protocol):
+    """The statements one warehouse runs, written out for it (never transpiled).
+
+    Every hash is a 64-bit integer that is stable across sessions and releases of the engine
+    (a change only resends every row once). Text from meta never reaches here unquoted:
+    names go through ``heap_dbt.sql.ident`` and ``lit``.
+    """
+
+    def candidates_sql(
+        self, f: FilterSpec, *, previous: str | None, duplicates: bool, duplicates_table: str | None
+    ) -> str:
+        """The rows to send: every column of ``f.columns`` (as ``Column.export``, under its own
+        name), then KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2 and IS_NEW.
+
+        ``previous`` (SQL from ``StateStore.latest_sql``, yielding k1, k2, hash) limits them to
+        rows that are new, changed (``f.compare_hashes``) or share a key; without it every row
+        is a candidate and new. ``duplicates``: fill DUPS, from ``duplicates_table`` (dup_key,
+        n) when given, else with a join of its own; without it DUPS is NULL.
+        """
+        ...
+
+    def probe_sql(self, f: FilterSpec) -> str:
+        """One row: the row count and a sum (as text) of the row hashes, for the fingerprint."""
+        ...
+
+    def probe_duplicates_sql(self, f: FilterSpec) -> str:
+        """One row: probe_sql's two values, then how many non-NULL keys repeat one seen before."""
+        ...
+
+    def duplicates_sql(self, f: FilterSpec) -> str:
+        """One row: how many non-NULL keys repeat one seen before."""
+        ...
+
+    def duplicate_keys_sql(self, f: FilterSpec) -> str:
+        """The repeated keys as text (``dup_key``) and how often each appears (``n``)."""
+        ...
+
+    def keys_sql(self, f: FilterSpec) -> str:
+        """The model's non-NULL keys as (k1, k2), the hashes candidates_sql gives them."""
+        ...
 
 
 class WarehouseReader(Protocol):
     """What the engine needs from a warehouse; errors are WarehouseErrors (``heap_dbt.errors``)."""
 
+    @property
+    def dialect(self) -> Dialect:
+        """The warehouse-side statements of this engine."""
+        ...
+
     def columns(self, relation: str) -> list[Column]:
         """The columns of ``relation``; raises MissingRelationError if it does not exist."""
         ...
 
-    def stream(self, sql: str, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        """Run ``sql`` and yield its rows in batches of at most ``batch_rows``."""
+    def records(self, query: RecordQuery, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Run ``query.candidates_sql`` in the warehouse and ``query.format_sql`` over its rows
+        (as CANDIDATES) in DuckDB; yield the records in batches of at most ``batch_rows``."""
         ...
 
     def fetch_one(self, sql: str) -> tuple[Any, ...]:
@@ -71,7 +163,8 @@ class WarehouseReader(Protocol):
         ...
 
     def register(self, name: str, sql: str) -> str:
-        """Keep the (small) result of ``sql`` as a table the next queries can join; its name."""
+        """Keep the (small) result of ``sql`` as a table the next queries of this snapshot can
+        join; its name."""
         ...
 
     def snapshot(self) -> AbstractContextManager[None]:
@@ -122,4 +215,13 @@ def open_reader(
             state_path=state_path,
             memory_limit=memory_limit,
         )
-    raise ConfigError(f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads DuckDB so far.")
+    if target.type == "postgres":
+        from heap_dbt.warehouse.postgres import PostgresReader
+
+        return PostgresReader.from_target(
+            target, writable=writable, state_path=state_path, memory_limit=memory_limit
+        )
+    raise ConfigError(
+        f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads duckdb and postgres "
+        "targets so far."
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 
 from heap_dbt.emulator import RunningEmulator, run_in_thread
 from tests.conftest import APP_ID, dbt, heap_dbt
+from tests.warehouses import Warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,6 @@ def expected_value(value: Any) -> Any:
     if isinstance(value, list):
         return "||".join(str(v) for v in value)
     return value
-
-
-def table_rows(project: Path, table: str) -> list[dict[str, Any]]:
-    with duckdb.connect(str(project / "heap_demo.duckdb"), read_only=True) as con:
-        cur = con.execute(f'SELECT * FROM "main"."{table}"')
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
 def properties(row: dict[str, Any], columns: dict[str, str]) -> dict[str, Any]:
@@ -69,20 +62,23 @@ USER_FIELDS = {
 }
 
 
-def test_sync_delivers_every_row_of_all_three_objects(project: Path, emulator: RunningEmulator) -> None:
+def test_sync_delivers_every_row_of_all_three_objects(
+    wh_project: Path, warehouse: Warehouse, emulator: RunningEmulator
+) -> None:
+    project = wh_project
     proc = heap_dbt(project, "sync", base_url=emulator.url)
 
     assert proc.returncode == 0, proc.stderr
     state = emulator.emulator.snapshot()
 
-    users = table_rows(project, "heap_users")
+    users = warehouse.rows(project, "heap_users")
     assert state["users"][APP_ID] == {u["email"]: properties(u, USER_FIELDS) for u in users}
 
-    accounts = table_rows(project, "heap_accounts")
+    accounts = warehouse.rows(project, "heap_accounts")
     account_cols = {c: c for c in accounts[0] if c != "account_id"}
     assert state["accounts"][APP_ID] == {a["account_id"]: properties(a, account_cols) for a in accounts}
 
-    purchases = table_rows(project, "heap_purchases")
+    purchases = warehouse.rows(project, "heap_purchases")
     event_cols = {c: c for c in ("amount_usd", "product", "quantity", "coupon")}
     received = {e["idempotency_key"]: e for e in state["events"]}
     assert len(received) == len(purchases) == len(state["events"])
@@ -111,7 +107,8 @@ def test_sync_delivers_every_row_of_all_three_objects(project: Path, emulator: R
     assert "sent 36" in proc.stdout
 
 
-def test_rerun_never_duplicates_events(project: Path, emulator: RunningEmulator) -> None:
+def test_rerun_never_duplicates_events(wh_project: Path, emulator: RunningEmulator) -> None:
+    project = wh_project
     first = heap_dbt(project, "sync", "-s", "heap_purchases", base_url=emulator.url)
     keys_first = sorted(e["idempotency_key"] for e in emulator.emulator.snapshot()["events"])
     # --full-refresh ignores the sync state, so every event really goes to Heap again.
@@ -123,7 +120,8 @@ def test_rerun_never_duplicates_events(project: Path, emulator: RunningEmulator)
     assert state["duplicate_events"] == len(keys_first) == 40
 
 
-def test_dry_run_builds_payloads_and_sends_nothing(project: Path, emulator: RunningEmulator) -> None:
+def test_dry_run_builds_payloads_and_sends_nothing(wh_project: Path, emulator: RunningEmulator) -> None:
+    project = wh_project
     proc = heap_dbt(project, "sync", "--dry-run", "--json", base_url=emulator.url)
 
     assert proc.returncode == 0, proc.stderr
@@ -171,8 +169,8 @@ select * from (values
     ('undefined', 'placeholder', 1.0),
     ('NULL', 'placeholder upper', 1.0),
     ('long-value@example.com', '{long_value}', 1.0),
-    ('nan@example.com', 'nan', 'nan'::double),
-    ('inf@example.com', 'inf', 'inf'::double),
+    ('nan@example.com', 'nan', cast('nan' as double precision)),
+    ('inf@example.com', 'inf', cast('infinity' as double precision)),
     ('dup@example.com', 'first', 1.0),
     ('dup@example.com', 'second', 2.0)
 ) t(email, note, score)
@@ -215,11 +213,10 @@ def add_bad_models(project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def bad_run(
-    built_sample: Path, tmp_path_factory: pytest.TempPathFactory
+    warehouse: Warehouse, wh_built_sample: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, subprocess.CompletedProcess[str], dict[str, Any]]:
     """One sync of the two bad models, shared by the tests that read its outcome."""
-    project = tmp_path_factory.mktemp("bad") / "heap_demo"
-    shutil.copytree(built_sample, project)
+    project = warehouse.copy(wh_built_sample, tmp_path_factory.mktemp("bad") / "heap_demo")
     add_bad_models(project)
     with run_in_thread() as running:
         proc = heap_dbt(project, "sync", "-s", "bad_users bad_events", base_url=running.url)

@@ -19,6 +19,7 @@ from heap_dbt import sql
 from heap_dbt.config import parse_specs, resolve_columns
 from heap_dbt.manifest import ModelNode
 from heap_dbt.warehouse import Column
+from heap_dbt.warehouse.duckdb.dialect import DuckDBDialect
 from heap_dbt.warehouse.duckdb.reader import column_type
 
 USER = {"object": "user", "key": "id"}
@@ -64,7 +65,7 @@ class Records:
         columns = [Column(n, column_type(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
         spec = resolve_columns(spec, [c.name for c in columns], problems)
         assert problems == []
-        query = sql.record_query(spec, columns, model_label="t")
+        query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
         cur = self.con.execute(query.sql)
         names = [d[0] for d in cur.description]
         out = []

@@ -12,6 +12,7 @@ from heap_dbt import sql
 from heap_dbt.config import parse_specs, resolve_columns
 from heap_dbt.manifest import ModelNode
 from heap_dbt.warehouse import Column, ColumnType
+from heap_dbt.warehouse.duckdb.dialect import DuckDBDialect
 from tests.unit.records import Records
 
 JSON = ColumnType("json", "JSON")
@@ -34,7 +35,7 @@ class JsonRecords(Records):
         columns = [Column("id", ID), Column("j", JSON)]
         spec = resolve_columns(spec, ["id", "j"], problems)
         assert problems == []
-        query = sql.record_query(spec, columns, model_label="t")
+        query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
         cur = self.con.execute(query.sql)
         names = [d[0] for d in cur.description]
         (row,) = cur.fetchall()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from heap_dbt.errors import ConfigError, MissingRelationError, WarehouseError
 from heap_dbt.sql import ident, lit
 from heap_dbt.warehouse import Column, ColumnType
+from heap_dbt.warehouse.duckdb.dialect import DuckDBDialect
 from heap_dbt.warehouse.duckdb.errors import open_error, query_error
 from heap_dbt.warehouse.duckdb.memory import DEFAULT_SIZING, MB, Sizing, size_bytes
 from heap_dbt.warehouse.duckdb.state import DuckDBState
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from heap_dbt.profiles import Target
+    from heap_dbt.sql import RecordQuery
 
 _SIMPLE_KINDS: dict[str, Any] = {
     "varchar": "string", "uuid": "string", "enum": "string",
@@ -53,6 +55,7 @@ class DuckDBReader:
     """
 
     STATE_ALIAS = "heap_dbt_state"
+    dialect = DuckDBDialect()
 
     def __init__(
         self,
@@ -279,6 +282,10 @@ class DuckDBReader:
             raise query_error(exc) from exc
         self._con.register(name, table)
         return name
+
+    def records(self, query: RecordQuery, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """Both stages in one DuckDB query: the warehouse is DuckDB itself."""
+        return self.stream(query.sql, batch_rows=batch_rows)
 
     def stream(self, sql: str, *, batch_rows: int) -> Iterator[pa.RecordBatch]:
         import duckdb

@@ -10,5 +10,5 @@ select
     a.created_at
 from {{ ref('stg_accounts') }} as a
 left join {{ ref('stg_users') }} as u on u.account_id = a.account_id
-group by all
+group by a.account_id, a.account_name, a.plan, a.seats, a.mrr_usd, a.created_at
 order by a.account_id

@@ -6,8 +6,8 @@ with as_of as (
 activity as (
     select
         e.user_id,
-        count(*) filter (where e.occurred_at >= a.as_of_ts - interval 7 day) as events_last_7_days,
-        count(*) filter (where e.occurred_at >= a.as_of_ts - interval 30 day) as events_last_30_days,
+        count(*) filter (where e.occurred_at >= a.as_of_ts - interval '7 day') as events_last_7_days,
+        count(*) filter (where e.occurred_at >= a.as_of_ts - interval '30 day') as events_last_30_days,
         max(e.occurred_at) as last_seen_at
     from {{ ref('stg_app_events') }} as e
     cross join as_of as a
@@ -34,10 +34,10 @@ select
     a.last_seen_at,
     case
         when u.activated_at is null then null
-        when u.plan = 'enterprise' then ['beta', 'dark_mode', 'sso']
-        when u.plan = 'pro' then ['beta', 'dark_mode']
-        when coalesce(a.events_last_30_days, 0) > 0 then ['dark_mode']
-        else cast([] as varchar[])
+        when u.plan = 'enterprise' then {{ string_list(['beta', 'dark_mode', 'sso']) }}
+        when u.plan = 'pro' then {{ string_list(['beta', 'dark_mode']) }}
+        when coalesce(a.events_last_30_days, 0) > 0 then {{ string_list(['dark_mode']) }}
+        else {{ string_list([]) }}
     end as feature_flags
 from {{ ref('stg_users') }} as u
 left join activity as a on a.user_id = u.user_id
