@@ -57,7 +57,7 @@ def test_each_type_reaches_duckdb_as_its_column_type_with_nulls_kept(session: Sn
     arrow = pa.Table.from_batches(batches)
     con = duckdb.connect()
     con.register("stream", arrow)
-    restore = ", ".join(f"{c.restore} AS {c.name}" for c in usable)
+    restore = ", ".join(f"{c.restored} AS {c.name}" for c in usable)
     rel = con.sql(f"SELECT {restore} FROM stream")
     assert {n: str(t) for n, t in zip(rel.columns, rel.types, strict=True)} == {
         c.name: c.type.sql for c in usable

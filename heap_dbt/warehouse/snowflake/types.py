@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from heap_dbt.errors import ConfigError
 from heap_dbt.sql import ident
-from heap_dbt.warehouse import ColumnType
+from heap_dbt.warehouse import Column, ColumnType
 
 _JSON_TEXT = "CASE WHEN json_type(x) = 'VARCHAR' THEN x->>'$' ELSE CAST(x AS VARCHAR) END"
 """A JSON array element as text: a string without its quotes, anything else as JSON."""
@@ -40,11 +40,25 @@ class SnowflakeColumn:
     """The column's name in Snowflake, exactly."""
     sf_type: str
     """Snowflake's type, e.g. NUMBER(12,2), for messages."""
-    select: str
-    """Snowflake SQL that puts the column into the stream, aliased to ``name``."""
-    restore: str
-    """DuckDB SQL over the stream's column ``name`` that gives a value of ``type``."""
     type: ColumnType
+    export: str = "{}"
+    """Snowflake SQL that puts the column (``{}``) into the stream."""
+    restore: str = "{}"
+    """DuckDB SQL over the stream's column (``{}``) that gives a value of ``type``."""
+
+    @property
+    def select(self) -> str:
+        """The column in a Snowflake select list, under its heap-dbt name."""
+        return f"{self.export.format(ident(self.source))} AS {ident(self.name)}"
+
+    @property
+    def restored(self) -> str:
+        """The DuckDB expression over the streamed column."""
+        return self.restore.format(ident(self.name))
+
+    def seam(self) -> Column:
+        """The column as the record SQL and the dialect see it (``heap_dbt.warehouse.Column``)."""
+        return Column(self.name, self.type, self.export, self.restore)
 
 
 def heap_name(source: str) -> str:
@@ -52,20 +66,13 @@ def heap_name(source: str) -> str:
     return source.lower() if source == source.upper() else source
 
 
-def snowflake_ident(name: str) -> str:
-    """Quote ``name`` as a Snowflake identifier (same rule as DuckDB's)."""
-    return ident(name)
-
-
 def column(source: str, type_name: str, precision: int | None, scale: int | None) -> SnowflakeColumn:
     """The trip of one column, from the connector's result metadata (type name, precision, scale)."""
     name = heap_name(source)
-    src, out = snowflake_ident(source), ident(name)
     kind = type_name.upper()
-    plain = f"{src} AS {out}"
 
-    def make(sf_type: str, t: ColumnType, *, select: str = plain, restore: str = out) -> SnowflakeColumn:
-        return SnowflakeColumn(name, source, sf_type, select, restore, t)
+    def make(sf_type: str, t: ColumnType, export: str = "{}", restore: str = "{}") -> SnowflakeColumn:
+        return SnowflakeColumn(name, source, sf_type, t, export, restore)
 
     if kind == "FIXED":
         p, s = precision if precision is not None else 38, scale or 0
@@ -73,10 +80,7 @@ def column(source: str, type_name: str, precision: int | None, scale: int | None
             return make(f"NUMBER({p},0)", ColumnType("integer", "BIGINT"))
         if s == 0:
             return make(
-                f"NUMBER({p},0)",
-                ColumnType("integer", "HUGEINT"),
-                select=f"TO_VARCHAR({src}) AS {out}",
-                restore=f"CAST({out} AS HUGEINT)",
+                f"NUMBER({p},0)", ColumnType("integer", "HUGEINT"), "TO_VARCHAR({})", "CAST({} AS HUGEINT)"
             )
         return make(f"NUMBER({p},{s})", ColumnType("decimal", f"DECIMAL({p},{s})"))
     if kind == "REAL":
@@ -89,25 +93,22 @@ def column(source: str, type_name: str, precision: int | None, scale: int | None
         return make("DATE", ColumnType("date", "DATE"))
     if kind in ("TIMESTAMP_NTZ", "TIMESTAMP_LTZ", "TIMESTAMP_TZ", "TIMESTAMP"):
         return make(
-            kind,
-            ColumnType("timestamp", "TIMESTAMP"),
-            select=f"DATE_PART(EPOCH_MILLISECOND, {src}) AS {out}",
-            restore=f"epoch_ms(CAST({out} AS BIGINT))",
-        )
+            kind, ColumnType("timestamp", "TIMESTAMP"), "DATE_PART(EPOCH_MILLISECOND, {})",
+            "epoch_ms(CAST({} AS BIGINT))",
+        )  # fmt: skip
     if kind == "TIME":
         return make("TIME", ColumnType("other", "TIME"))
     if kind == "ARRAY":
         element = ColumnType("string", "VARCHAR")
         return make(
-            "ARRAY",
-            ColumnType("list", "VARCHAR[]", (("element", element),)),
-            restore=f"list_transform(CAST(CAST({out} AS JSON) AS JSON[]), lambda x: {_JSON_TEXT})",
-        )
+            "ARRAY", ColumnType("list", "VARCHAR[]", (("element", element),)), "{}",
+            f"list_transform(CAST(CAST({{}} AS JSON) AS JSON[]), lambda x: {_JSON_TEXT})",
+        )  # fmt: skip
     if kind in ("VARIANT", "OBJECT"):
-        return make(kind, ColumnType("json", "JSON"), restore=f"CAST({out} AS JSON)")
+        return make(kind, ColumnType("json", "JSON"), "{}", "CAST({} AS JSON)")
     # BINARY, GEOGRAPHY, GEOMETRY, VECTOR, structured MAP and anything newer: no form heap-dbt
     # could pick for the user. Selected as NULL, so that a sync that does not use it still runs.
-    return make(kind, ColumnType("unsupported", kind), select=f"NULL AS {out}")
+    return make(kind, ColumnType("unsupported", kind), "NULL")
 
 
 def refuse(col: SnowflakeColumn, *, model: str) -> None:
