@@ -19,6 +19,7 @@ import pytest
 
 from heap_dbt.emulator import RunningEmulator, run_in_thread
 from tests.fakesnow_server import FakeSnow, run_fakesnow
+from tests.snowflake_warehouse import Snowflake
 from tests.warehouses import Warehouse, postgres_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,10 +88,16 @@ def built_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-@pytest.fixture(scope="session", params=["duckdb", "postgres"])
+@pytest.fixture(scope="session", params=["duckdb", "postgres", "snowflake"])
 def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
-    """Each warehouse the parametrised integration tests run on."""
-    wh = Warehouse() if request.param == "duckdb" else postgres_or_skip()
+    """Each warehouse the parametrised integration tests run on (Snowflake: fakesnow's server)."""
+    wh: Warehouse
+    if request.param == "duckdb":
+        wh = Warehouse()
+    elif request.param == "postgres":
+        wh = postgres_or_skip()
+    else:
+        wh = Snowflake(request.getfixturevalue("fakesnow"))
     try:
         yield wh
     finally:
