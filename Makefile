@@ -49,8 +49,9 @@ demo: $(STAMP)
 	echo; echo "== What Heap received"; \
 	$(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT)
 
+# The PostgreSQL tests skip without a server; here one must answer (127.0.0.1:5432, user postgres).
 test: $(STAMP)
-	$(PY) -m pytest
+	HEAP_DBT_REQUIRE_POSTGRES=1 $(PY) -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check heap_dbt tests benchmarks

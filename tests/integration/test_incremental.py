@@ -17,6 +17,7 @@ import pytest
 
 from heap_dbt.emulator import RunningEmulator
 from tests.conftest import APP_ID, BIN, clean_env, dbt, heap_dbt
+from tests.warehouses import Warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +26,13 @@ select 'u' || i || '@example.com' as email,
        case when i < {{ var('changed', 0) }} then 'vip' else 'plan' || (i % 3) end as plan,
        {% if var('bio', false) %} repeat('b', case when i = 0 then 2000 else 10 end) as bio, {% endif %}
        i * 10 as score
-from range({{ var('n', 100) }}) t(i)
+from {{ numbers(var('n', 100)) }}
 """
 
 INC_EVENTS = """
 select 'ev' || i as id, 'u' || (i % 10) || '@example.com' as who, i as n,
        {{ var('event_value', 1) }} as v
-from range({{ var('n', 100) }}) t(i)
+from {{ numbers(var('n', 100)) }}
 """
 
 INC_SCHEMA = """
@@ -48,10 +49,7 @@ models:
 """
 
 
-@pytest.fixture(scope="module")
-def inc_base(built_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = tmp_path_factory.mktemp("inc") / "heap_demo"
-    shutil.copytree(built_sample, project)
+def _add_inc_models(project: Path) -> Path:
     models = project / "models" / "inc"
     models.mkdir()
     (models / "inc_users.sql").write_text(INC_USERS)
@@ -61,10 +59,29 @@ def inc_base(built_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return project
 
 
+@pytest.fixture(scope="module")
+def inc_base(warehouse: Warehouse, wh_built_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _add_inc_models(warehouse.copy(wh_built_sample, tmp_path_factory.mktemp("inc") / "heap_demo"))
+
+
 @pytest.fixture
-def inc(inc_base: Path, tmp_path: Path) -> Path:
+def inc(warehouse: Warehouse, inc_base: Path, tmp_path: Path) -> Path:
+    """A private copy of the incremental models, in each warehouse."""
+    return warehouse.copy(inc_base, tmp_path / "heap_demo")
+
+
+@pytest.fixture(scope="module")
+def duck_inc_base(built_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("duck-inc") / "heap_demo"
+    shutil.copytree(built_sample, project)
+    return _add_inc_models(project)
+
+
+@pytest.fixture
+def duck_inc(duck_inc_base: Path, tmp_path: Path) -> Path:
+    """The incremental models in DuckDB, for what only DuckDB has (a local file, memory sizing)."""
     project = tmp_path / "heap_demo"
-    shutil.copytree(inc_base, project)
+    shutil.copytree(duck_inc_base, project)
     return project
 
 
@@ -220,24 +237,19 @@ def test_history_shows_the_runs(inc: Path, emulator: RunningEmulator) -> None:
     assert "inc_users" in text and "success" in text
 
 
-def test_local_state_file_for_read_only_warehouses(inc: Path, emulator: RunningEmulator) -> None:
-    state = inc / ".heap_dbt" / "state.duckdb"
+def test_local_state_file_for_read_only_warehouses(duck_inc: Path, emulator: RunningEmulator) -> None:
+    state = duck_inc / ".heap_dbt" / "state.duckdb"
 
-    first = sync(inc, emulator, "--state-path", str(state))
-    second = sync(inc, emulator, "--state-path", str(state))
+    first = sync(duck_inc, emulator, "--state-path", str(state))
+    second = sync(duck_inc, emulator, "--state-path", str(state))
 
     assert state.exists()
     assert counts(first["inc_users"], "sent") == (100,) and counts(second["inc_users"], "unchanged") == (100,)
-    with duckdb.connect(str(inc / "heap_demo.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(duck_inc / "heap_demo.duckdb"), read_only=True) as con:
         schemas = {
             r[0] for r in con.execute("select schema_name from information_schema.schemata").fetchall()
         }
     assert "heap_dbt" not in schemas  # nothing was written to the warehouse
-
-
-def _state_sql(project: Path, statement: str) -> None:
-    with duckdb.connect(str(project / "heap_demo.duckdb")) as con:
-        con.execute(statement)
 
 
 @pytest.mark.parametrize(
@@ -251,10 +263,10 @@ def _state_sql(project: Path, statement: str) -> None:
     ids=["other-version", "missing-column", "empty-info", "foreign-schema"],
 )
 def test_an_unusable_state_is_a_clear_error_not_a_wrong_diff(
-    inc: Path, emulator: RunningEmulator, statement: str, message: str
+    inc: Path, warehouse: Warehouse, emulator: RunningEmulator, statement: str, message: str
 ) -> None:
     sync(inc, emulator)
-    _state_sql(inc, statement)
+    warehouse.execute(inc, statement)
     requests = emulator.emulator.snapshot()["requests"]
 
     proc = heap_dbt(inc, "sync", "-s", "inc_users", base_url=emulator.url)
@@ -264,11 +276,11 @@ def test_an_unusable_state_is_a_clear_error_not_a_wrong_diff(
     assert emulator.emulator.snapshot()["requests"] == requests
 
 
-def test_a_state_file_that_is_not_duckdb_is_a_clear_error(inc: Path, emulator: RunningEmulator) -> None:
-    state = inc / "state.duckdb"
+def test_a_state_file_that_is_not_duckdb_is_a_clear_error(duck_inc: Path, emulator: RunningEmulator) -> None:
+    state = duck_inc / "state.duckdb"
     state.write_bytes(b"this is not a database" * 100)
 
-    proc = heap_dbt(inc, "sync", "--state-path", str(state), base_url=emulator.url)
+    proc = heap_dbt(duck_inc, "sync", "--state-path", str(state), base_url=emulator.url)
 
     assert proc.returncode == 2
     assert "state file" in proc.stderr and "Traceback" not in proc.stderr
@@ -277,7 +289,8 @@ def test_a_state_file_that_is_not_duckdb_is_a_clear_error(inc: Path, emulator: R
 def test_a_second_concurrent_sync_is_refused_and_the_first_completes(
     inc: Path, emulator: RunningEmulator
 ) -> None:
-    emulator.emulator.configure(delay=0.5)
+    # Long enough that the first sync still holds the state while the second starts up.
+    emulator.emulator.configure(delay=2.0)
     first = subprocess.Popen(
         [str(BIN / "heap-dbt"), "sync", "-s", "inc_users inc_events", "--concurrency", "1"],
         cwd=inc,
@@ -302,11 +315,11 @@ def test_a_second_concurrent_sync_is_refused_and_the_first_completes(
 
 CRASH_EVENTS = """
 select 'ev' || i as id, 'u' || (i % 97) || '@example.com' as who, i as n
-from range({{ var('n', 6000) }}) t(i)
+from {{ numbers(var('n', 6000)) }}
 """
 CRASH_USERS = """
 select 'u' || i || '@example.com' as email, 'plan' || (i % 5) as plan, i as score
-from range({{ var('n', 6000) }}) t(i)
+from {{ numbers(var('n', 6000)) }}
 """
 
 
@@ -326,8 +339,17 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_no_event(
     rng = random.Random(20261128)
     kills = 0
     for _ in range(5):
+        before = sum(emulator.emulator.snapshot()["requests"].values())
         proc = subprocess.Popen(cmd, cwd=inc, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.8, 2.5))
+        # Kill at a random point after this run started sending (start-up time differs by warehouse).
+        deadline = time.monotonic() + 30
+        while (
+            sum(emulator.emulator.snapshot()["requests"].values()) == before
+            and proc.poll() is None
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
@@ -352,7 +374,7 @@ def test_sigkill_at_random_points_loses_nothing_and_duplicates_no_event(
 
 
 def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
-    inc: Path, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+    duck_inc: Path, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from heap_dbt import engine
     from heap_dbt.errors import WarehouseError
@@ -368,7 +390,7 @@ def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
 
     monkeypatch.setattr(DuckDBReader, "stream", failing_stream)
     options = engine.SyncOptions(
-        project_dir=inc,
+        project_dir=duck_inc,
         select=["inc_users"],
         app_id=APP_ID,
         base_url=emulator.url,
@@ -383,24 +405,24 @@ def test_a_warehouse_error_mid_run_keeps_what_heap_acknowledged(
     assert first.sent == first.read == 30  # three batches of ten were read, sent and acknowledged
     assert (second.sent, second.unchanged) == (70, 30)  # the rest; nothing acknowledged goes again
     assert len(emulator.emulator.snapshot()["users"][APP_ID]) == 100
-    with duckdb.connect(str(inc / "heap_demo.duckdb"), read_only=True) as con:
+    with duckdb.connect(str(duck_inc / "heap_demo.duckdb"), read_only=True) as con:
         outcomes = con.execute("SELECT outcome FROM heap_dbt.sync_runs ORDER BY run_id").fetchall()
         keys = con.execute("SELECT count(*), count(DISTINCT (k1, k2)) FROM heap_dbt.sync_state").fetchall()
     assert [o for (o,) in outcomes] == ["error", "success"]
     assert keys == [(100, 100)]  # one row per key: the failed run compacted what it recorded
 
 
-def test_out_of_memory_before_anything_is_sent_starts_the_sync_again_with_more(inc: Path) -> None:
+def test_out_of_memory_before_anything_is_sent_starts_the_sync_again_with_more(duck_inc: Path) -> None:
     """DuckDB's memory need is not smooth: a sync that runs out before its first batch starts over."""
     import functools
 
     from heap_dbt import engine
     from heap_dbt.warehouse.duckdb import DuckDBReader, Sizing
 
-    rebuild(inc, n=300_000)
+    rebuild(duck_inc, n=300_000)
     # A limit far too small for counting 300,000 distinct keys (that needs about 16 MB).
     tiny = Sizing(default_limit="6MB", scan_base=0, scan_per_column=1)
-    options = engine.SyncOptions(project_dir=inc, select=["inc_users"], dry_run=True, env=clean_env())
+    options = engine.SyncOptions(project_dir=duck_inc, select=["inc_users"], dry_run=True, env=clean_env())
 
     def opener(sizing: Sizing) -> Any:
         return functools.partial(DuckDBReader.from_target, sizing=sizing)
