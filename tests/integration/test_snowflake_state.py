@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +52,7 @@ def test_a_second_writer_is_refused_until_the_first_frees_the_lock(sessions: lis
     first = store(one)
     first.open()
     second = store(two)
-    with pytest.raises(StateError, match=r"another `heap-dbt sync`.*holds its lock"):
+    with pytest.raises(StateError, match="another process holds its lock"):
         second.open()
     first.close()
     third = store(two)
@@ -69,6 +72,25 @@ def test_a_killed_syncs_lease_runs_out_and_the_next_sync_takes_over(sessions: li
     taker = store(two)
     taker.open()
     assert taker.exists
+    taker.close()
+
+
+def test_the_lock_of_a_sync_killed_on_this_machine_is_taken_over_at_once(
+    sessions: list[SnowflakeSession],
+) -> None:
+    one, two = sessions
+    first = store(one)
+    first.open()
+    first._stop.set()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid that no longer runs
+    one.execute(
+        f"UPDATE {first.table('sync_lock')} SET owner = %s",
+        [f"{socket.gethostname()}:{gone.pid}:killed"],
+    ).close()
+    taker = store(two)
+    taker.open()  # no wait for the lease (ten minutes away)
+    assert taker.owner in str(two.fetch_one(f"SELECT owner FROM {taker.table('sync_lock')}"))
     taker.close()
 
 

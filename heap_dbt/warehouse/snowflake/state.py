@@ -11,10 +11,11 @@ its lease expires (epoch seconds, Snowflake's clock). A sync takes the lock with
 that succeeds only if the lease is free or expired; Snowflake runs UPDATEs of one table one
 after another and re-reads the row for the second, so only one of two racing syncs sees
 its own name afterwards. The owner renews the lease while it runs (every third of it) and
-frees it at the end; a sync that was killed holds it until the lease runs out
-(``LEASE_SECONDS``), after which the next sync takes it over and recovers the state as after
-any interrupted run. A sync paused for longer than the lease could overlap another: the
-lease is long enough that this takes a stopped process, not a slow one.
+frees it at the end. The owner is ``host:pid:nonce``: a sync killed on this machine is seen
+to be gone and its lock taken over at once; one killed elsewhere holds it until the lease
+runs out (``LEASE_SECONDS``). Either way the next sync recovers the state as after any
+interrupted run. A sync stopped for longer than the lease (a suspended laptop) could overlap
+another; a slow one cannot, since renewing needs no progress of the sync.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
     from heap_dbt.warehouse.snowflake.reader import SnowflakeSession
 
-LEASE_SECONDS = 600
+LEASE_SECONDS = 120
+"""How long a claim on the lock lasts unless renewed (every third of it)."""
 LOCK_NAME = "state"
 NOW = "DATE_PART(EPOCH_SECOND, CURRENT_TIMESTAMP())"
 
@@ -139,23 +141,34 @@ class SnowflakeState:
             f"MERGE INTO {lock} AS l USING (SELECT {lit(LOCK_NAME)} AS name) AS s ON l.name = s.name "
             "WHEN NOT MATCHED THEN INSERT (name, owner, expires_at) VALUES (s.name, NULL, 0)"
         )
-        self._run(
-            f"UPDATE {lock} SET owner = %s, expires_at = {NOW} + %s "
-            f"WHERE name = {lit(LOCK_NAME)} AND (owner IS NULL OR expires_at < {NOW})",
-            (self.owner, self.lease_seconds),
-        )
-        holders = self._run(f"SELECT owner, expires_at - {NOW} FROM {lock} WHERE name = {lit(LOCK_NAME)}")
-        if not holders or any(owner != self.owner for owner, _ in holders):
-            other = next((r for r in holders if r[0] != self.owner), None)
-            left = f" for up to {int(other[1])} more seconds" if other and other[1] is not None else ""
+        holder = self._take("owner IS NULL OR expires_at < " + NOW)
+        if holder is not None and _dead_here(holder[0]):
+            # A sync on this machine that was killed: its process is gone, so is its claim.
+            holder = self._take(f"owner = {lit(holder[0])}")
+        if holder is not None:
+            owner, left = holder
+            wait = f" (its lease runs out in {int(left)} s)" if left is not None else ""
             raise StateError(
-                f"Cannot use the heap-dbt state in {self.where}: another `heap-dbt sync` "
-                f"({other[0] if other else 'unknown'}) holds its lock{left}. Wait for it to finish, "
-                "then run heap-dbt again."
+                f"Cannot use the heap-dbt state in {self.where}: another process holds its lock "
+                f"(a `heap-dbt sync`, {owner}){wait}. Wait for it to finish, then run heap-dbt again."
             )
         self._held = True
         self._renewer = threading.Thread(target=self._renew, name="heap-dbt-lease", daemon=True)
         self._renewer.start()
+
+    def _take(self, free: str) -> tuple[str, Any] | None:
+        """Claim the lock where ``free`` holds; None if this store now owns it, else (owner, seconds left)."""
+        lock = self.table("sync_lock")
+        self._run(
+            f"UPDATE {lock} SET owner = %s, expires_at = {NOW} + %s "
+            f"WHERE name = {lit(LOCK_NAME)} AND ({free})",
+            (self.owner, self.lease_seconds),
+        )
+        holders = self._run(f"SELECT owner, expires_at - {NOW} FROM {lock} WHERE name = {lit(LOCK_NAME)}")
+        other = next((r for r in holders if r[0] != self.owner), None)
+        if holders and other is None:
+            return None
+        return (str(other[0]), other[1]) if other else ("unknown", None)
 
     def _renew(self) -> None:
         # The lease is renewed on the acknowledgement session: the reader's may be streaming.
@@ -411,6 +424,21 @@ class SnowflakeState:
         if self._acks is not None:
             self._acks.close()
             self._acks = None
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether ``owner`` (host:pid:nonce) is a process of this machine that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def _now() -> dt.datetime:
