@@ -104,3 +104,18 @@ def test_a_dry_run_takes_no_lock(sessions: list[SnowflakeSession]) -> None:
     reader.open()  # reads the state while the writer holds the lock
     assert reader.exists
     writer.close()
+
+
+def test_acknowledgements_past_one_insert_are_all_recorded(sessions: list[SnowflakeSession]) -> None:
+    import pyarrow as pa
+
+    one, _ = sessions
+    state = store(one, ack_chunk_rows=50)  # fakesnow parses a 5,000-row INSERT for a minute
+    state.open()
+    n = 2 * 50 + 7
+    acks = pa.table({"k1": list(range(n)), "k2": list(range(n)), "hash": [2**62 + i for i in range(n)]})
+    run = state.begin_run(sync_id="abc", model="m", obj="user", meta_path="p", app_id="1", full_refresh=False)
+    state.acknowledge("abc", run, acks)
+    assert state.count_keys("abc") == n
+    assert one.fetch_one(f"SELECT MAX(hash) FROM {state.table('sync_state')}") == (2**62 + n - 1,)
+    state.close()

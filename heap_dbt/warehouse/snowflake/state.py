@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 LEASE_SECONDS = 120
 """How long a claim on the lock lasts unless renewed (every third of it)."""
+ACK_CHUNK_ROWS = 5000
+"""Rows per INSERT of acknowledgements: about 0.4 MB of statement text."""
 LOCK_NAME = "state"
 NOW = "DATE_PART(EPOCH_SECOND, CURRENT_TIMESTAMP())"
 
@@ -72,6 +74,7 @@ class SnowflakeState:
         writable: bool,
         connect: Callable[[], SnowflakeSession],
         lease_seconds: int = LEASE_SECONDS,
+        ack_chunk_rows: int = ACK_CHUNK_ROWS,
     ) -> None:
         self._session = session
         self._connect = connect
@@ -84,6 +87,7 @@ class SnowflakeState:
         self.exists = False
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
+        self.ack_chunk_rows = ack_chunk_rows
         self._held = False
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -333,12 +337,14 @@ class SnowflakeState:
                 session = self._ack_session()
                 cur = session.con.cursor()
                 try:
-                    # pyformat executemany: the connector sends one multi-row INSERT.
-                    cur.executemany(
-                        f"INSERT INTO {self.table('sync_state')} (sync_id, k1, k2, hash, run_id) "
-                        "VALUES (%s, %s, %s, %s, %s)",
-                        rows,
-                    )
+                    # pyformat executemany: the connector sends one multi-row INSERT per call,
+                    # as text; chunks keep it far below Snowflake's 1 MB statement limit.
+                    for start in range(0, len(rows), self.ack_chunk_rows):
+                        cur.executemany(
+                            f"INSERT INTO {self.table('sync_state')} (sync_id, k1, k2, hash, run_id) "
+                            "VALUES (%s, %s, %s, %s, %s)",
+                            rows[start : start + self.ack_chunk_rows],
+                        )
                 finally:
                     cur.close()
             except Exception as exc:  # the connector's errors, and a failed connect
