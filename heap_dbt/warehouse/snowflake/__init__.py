@@ -1,4 +1,4 @@
-"""The Snowflake engine: profile fields (``connection``), column types (``types``).
+"""The Snowflake engine: its reader, dialect and state store, profile fields (``connection``), types.
 
 The connector probes cloud metadata addresses (169.254.169.254, metadata.google.internal)
 when it connects, to report which platform it runs on, unless

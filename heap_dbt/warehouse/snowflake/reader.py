@@ -185,11 +185,14 @@ class SnowflakeReader:
         first = next(batches, None)
         if first is None:
             return  # no candidate: nothing to format
-        schema = first.schema
+        # Snowflake may pick each chunk's integer width from its values: every chunk goes to
+        # DuckDB as int64, so that one schema holds them all.
+        schema = pa.schema(
+            [f.with_type(pa.int64()) if pa.types.is_integer(f.type) else f for f in first.schema]
+        )
 
         def same_schema() -> Iterator[pa.RecordBatch]:
-            # Snowflake picks each chunk's Arrow integer width from its values: one schema for DuckDB.
-            yield first
+            yield first if first.schema.equals(schema) else first.cast(schema)
             for batch in batches:
                 yield batch if batch.schema.equals(schema) else batch.cast(schema)
 
