@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed
 EMULATOR_PORT ?= 8765
 DEMO_APP_ID ?= 1234567890
 SAMPLE := sample_dbt_project
+# The Snowflake connector probes cloud metadata addresses on connect unless this is set before it
+# is imported; nothing here may leave loopback.
+export SNOWFLAKE_DISABLE_PLATFORM_DETECTION := true
 
 .PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle bench-postgres reliability reliability-quick clean
 

@@ -255,27 +255,62 @@ def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _
     return _Entry(fragment, reasons, truncs)
 
 
-def _json_fragment(expr: str, prefix: str) -> _Entry:
-    """Properties from a JSON value: an object's leaves as dotted names (``prefix.a.b``), as a
-    struct's fields are; a scalar as ``prefix``. Strings and numbers keep their JSON form,
-    booleans go as "true"/"false" as a BOOLEAN column does, arrays as their JSON text."""
+_JSON_SEGMENTS = r"""regexp_extract_all(n.fullkey, '\.("(?:[^"\\]|\\.)*"|[^."\[]+)', 1)"""
+"""The keys of a json_tree node's path ``$.a."b.c"``, quoted where DuckDB quotes them."""
+_JSON_LEAF = (
+    "n.type NOT IN ('OBJECT', 'NULL') AND (n.id = 0 OR NOT contains("
+    r"""regexp_replace(n.fullkey, '"(?:[^"\\]|\\.)*"', '', 'g'), '['))"""
+)
+"""A node that is a property: not an object, not JSON null, and not inside an array."""
+_JSON_ELEMENT = "CASE WHEN json_type(x) = 'VARCHAR' THEN x->>'$' ELSE CAST(x AS VARCHAR) END"
+"""An array element as text: a string without its quotes, anything else as its JSON."""
+
+
+def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
+    """Properties from a JSON value: an object's leaves as dotted names (as a struct's fields),
+    a scalar as ``prefix`` itself; an array (anywhere) is its elements joined with ``||``.
+
+    Numbers are what DuckDB's JSON reader makes of them: integers exactly (as a string past
+    +-(2^53 - 1), as elsewhere), other numbers as doubles, which is what Heap keeps.
+    """
+    name = (
+        f"CASE WHEN n.id = 0 THEN {lit(prefix)} ELSE {lit(prefix + '.')} || array_to_string("
+        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN CAST(s AS JSON)->>'$' "
+        "ELSE s END), '.') END"
+    )
+    text = (
+        "CASE n.type WHEN 'VARCHAR' THEN n.value->>'$' WHEN 'ARRAY' THEN array_to_string("
+        f"list_transform(CAST(n.value AS JSON[]), lambda x: {_JSON_ELEMENT}), '||') "
+        "ELSE CAST(n.value AS VARCHAR) END"
+    )
+    is_text = "n.type IN ('VARCHAR', 'ARRAY', 'BOOLEAN')"
+    too_long = f"({is_text} AND length({text}) > {MAX_VALUE})"
+    shown = f"left({text}, {MAX_VALUE})" if truncate else text
+    integral = r"regexp_full_match(CAST(n.value AS VARCHAR), '-?[0-9]+')"
+    unsafe = f"{integral} AND abs(CAST(n.value AS DOUBLE)) > {MAX_SAFE_INTEGER}"
     value = (
-        "CASE j.type WHEN 'BOOLEAN' THEN '\"' || CAST(j.atom AS VARCHAR) || '\"' "
-        "WHEN 'ARRAY' THEN CAST(to_json(CAST(j.value AS VARCHAR)) AS VARCHAR) "
-        "ELSE CAST(j.atom AS VARCHAR) END"
+        f"CASE WHEN {is_text} THEN CAST(to_json({shown}) AS VARCHAR) "
+        f"WHEN {unsafe} THEN '\"' || CAST(n.value AS VARCHAR) || '\"' ELSE CAST(n.value AS VARCHAR) END"
     )
-    name = f"CAST(to_json({lit(prefix)} || replace(substr(j.fullkey, 2), '\"', '')) AS VARCHAR)"
+    nodes = f"FROM json_tree({expr}) AS n WHERE {_JSON_LEAF}"
     fragment = (
-        f"(SELECT string_agg({name} || ':' || {value}, ',') FROM json_tree({expr}) AS j "
-        "WHERE j.type NOT IN ('OBJECT', 'NULL') AND j.fullkey NOT LIKE '%[%')"
+        f"(SELECT NULLIF(string_agg(CAST(to_json({name}) AS VARCHAR) || ':' || {value}, ',' "
+        f"ORDER BY n.id), '') {nodes})"
     )
-    return _Entry(fragment, [], [])
+    over = f"(SELECT coalesce(bool_or({too_long}), false) {nodes})"
+    if truncate:
+        return _Entry(fragment, [], [over])
+    reason = lit(
+        f"a value of JSON property {prefix!r} is over {MAX_VALUE} characters; Heap takes at most "
+        f"{MAX_VALUE} (set truncate: true to cut it)"
+    )
+    return _Entry(fragment, [(over, reason)], [])
 
 
 def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool) -> list[_Entry]:
-    """The property entries of one mapped column; structs (and JSON objects) flatten to dotted names."""
+    """The property entries of one mapped column; structs and JSON objects flatten to dotted names."""
     if t.kind == "json":
-        return [_json_fragment(expr, name)]
+        return [_json_entry(expr, name, truncate=truncate)]
     if t.kind == "struct":
         out: list[_Entry] = []
         for child, child_t in t.children:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+
+# Before anything imports the Snowflake connector (dbt-snowflake, fakesnow, heap-dbt's reader),
+# here and in every subprocess that inherits this environment: without it the connector probes
+# cloud metadata addresses (169.254.169.254, metadata.google.internal) when it connects.
+os.environ.setdefault("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
+
 import shutil
 import subprocess
 import sys
@@ -12,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from heap_dbt.emulator import RunningEmulator, run_in_thread
+from tests.fakesnow_server import FakeSnow, run_fakesnow
+from tests.snowflake_warehouse import Snowflake
 from tests.warehouses import Warehouse, postgres_or_skip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,10 +88,16 @@ def built_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-@pytest.fixture(scope="session", params=["duckdb", "postgres"])
+@pytest.fixture(scope="session", params=["duckdb", "postgres", "snowflake"])
 def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
-    """Each warehouse the parametrised integration tests run on."""
-    wh = Warehouse() if request.param == "duckdb" else postgres_or_skip()
+    """Each warehouse the parametrised integration tests run on (Snowflake: fakesnow's server)."""
+    wh: Warehouse
+    if request.param == "duckdb":
+        wh = Warehouse()
+    elif request.param == "postgres":
+        wh = postgres_or_skip()
+    else:
+        wh = Snowflake(request.getfixturevalue("fakesnow"))
     try:
         yield wh
     finally:
@@ -121,6 +135,13 @@ def emulator() -> Iterator[RunningEmulator]:
     """A fresh local Heap emulator on loopback."""
     with run_in_thread() as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def fakesnow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeSnow]:
+    """fakesnow's Snowflake server on a loopback port, for the whole session."""
+    with run_fakesnow(log=tmp_path_factory.mktemp("fakesnow") / "fakesnow.log") as server:
+        yield server
 
 
 INTEGRATION = Path(__file__).resolve().parent / "integration"

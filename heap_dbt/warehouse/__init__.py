@@ -222,7 +222,13 @@ def open_reader(
         return PostgresReader.from_target(
             target, writable=writable, state_path=state_path, memory_limit=memory_limit
         )
+    if target.type == "snowflake":
+        from heap_dbt.warehouse.snowflake.reader import SnowflakeReader
+
+        return SnowflakeReader.from_target(
+            target, writable=writable, state_path=state_path, memory_limit=memory_limit
+        )
     raise ConfigError(
-        f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads duckdb and postgres "
-        "targets so far."
+        f"Target {target.name!r} is a {target.type} warehouse; heap-dbt reads duckdb, postgres and "
+        "snowflake targets so far."
     )

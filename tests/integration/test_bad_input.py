@@ -240,7 +240,7 @@ CASES: list[Case] = [
     ),
     case(
         "target-missing",
-        "Target 'nope' is not in profile 'heap_demo'; it has dev, ci, postgres. Pass --target.",
+        "Target 'nope' is not in profile 'heap_demo'; it has dev, ci, postgres, snowflake. Pass --target.",
         args=("--target", "nope"),
     ),
     case(
