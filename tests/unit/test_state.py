@@ -87,6 +87,42 @@ def test_a_writable_state_creates_its_tables_with_the_current_version(con: duckd
     assert con.execute("SELECT version FROM heap_dbt.state_info").fetchall() == [(STATE_VERSION,)]
 
 
+class _DiesBeforeTheVersionRow:
+    """A connection whose cursors fail at the state's version row, as a run killed right there."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+
+    def cursor(self) -> Any:
+        real = self._con.cursor()
+
+        class Cursor:
+            def execute(self, query: str, *args: Any) -> Any:
+                if query.startswith("INSERT INTO") and "state_info" in query:
+                    raise KeyboardInterrupt  # not a duckdb.Error: nothing may catch and go on
+                return real.execute(query, *args)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        return Cursor()
+
+
+def test_a_run_stopped_while_creating_the_state_leaves_nothing_half_made(
+    con: duckdb.DuckDBPyConnection,
+) -> None:
+    dying = DuckDBState(_DiesBeforeTheVersionRow(con), catalog="wh", schema="heap_dbt", writable=True)  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        dying.open()
+
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'heap_dbt'").fetchall() == [
+        (0,)
+    ]
+    state = open_state(con)  # the next run creates the state afresh instead of calling it corrupt
+    assert state.exists
+    assert con.execute("SELECT version FROM heap_dbt.state_info").fetchall() == [(STATE_VERSION,)]
+
+
 def test_opening_again_keeps_what_was_written(con: duckdb.DuckDBPyConnection) -> None:
     first = open_state(con)
     run_id = begin(first)

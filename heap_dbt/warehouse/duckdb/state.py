@@ -131,15 +131,23 @@ class DuckDBState:
             return
         if not self.writable:
             return  # a dry run against a fresh state: every row is new
+        # One transaction: a run killed part-way through leaves no schema without its version
+        # row, which every later run would refuse as corrupt.
         try:
-            self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {self._prefix}")
-            for table, columns in _COLUMNS.items():
-                cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
-                self._con.execute(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
-            self._con.execute(
-                f"INSERT INTO {self.table('state_info')} VALUES (?, ?)",
-                [STATE_VERSION, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
-            )
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {self._prefix}")
+                for table, columns in _COLUMNS.items():
+                    cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+                    self._con.execute(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
+                self._con.execute(
+                    f"INSERT INTO {self.table('state_info')} VALUES (?, ?)",
+                    [STATE_VERSION, dt.datetime.now(dt.UTC).replace(tzinfo=None)],
+                )
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            self._con.execute("COMMIT")
         except duckdb.Error as exc:
             raise StateError(f"Cannot create the heap-dbt state in {where}: {exc}") from exc
         self.exists = True

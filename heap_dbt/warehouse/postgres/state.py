@@ -106,11 +106,19 @@ class PostgresState:
             return
         if not self.writable:
             return  # a dry run against a fresh state: every row is new
-        self._run(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
-        for table, columns in _COLUMNS.items():
-            cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
-            self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
-        self._run(f"INSERT INTO {self.table('state_info')} VALUES ($1, $2)", (STATE_VERSION, _now()))
+        # One transaction: a run killed part-way through leaves no schema without its version
+        # row, which every later run would refuse as corrupt.
+        self._run("BEGIN")
+        try:
+            self._run(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)}")
+            for table, columns in _COLUMNS.items():
+                cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+                self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
+            self._run(f"INSERT INTO {self.table('state_info')} VALUES ($1, $2)", (STATE_VERSION, _now()))
+        except BaseException:
+            self._run("ROLLBACK")
+            raise
+        self._run("COMMIT")
         self.exists = True
 
     def _check(self, found: dict[str, dict[str, str]]) -> None:
