@@ -5,8 +5,7 @@ select
     a.plan,
     a.is_paying,
     count(u.email) as users,
-    count(u.email) filter (where u.is_activated) as activated_users
+    sum(case when u.is_activated then 1 else 0 end) as activated_users
 from {{ ref('heap_accounts') }} as a
 left join {{ ref('heap_users') }} as u on u.account_id = a.account_id
-group by all
-order by a.account_id
+group by a.account_id, a.plan, a.is_paying
