@@ -199,5 +199,5 @@ def test_folded_upper_case_names_read_as_lower_case_and_quoted_ones_stay() -> No
 def test_a_local_state_file_is_refused_before_connecting() -> None:
     from heap_dbt.warehouse.snowflake.reader import SnowflakeReader
 
-    with pytest.raises(ConfigError, match=r"--state-path .* DuckDB targets only"):
+    with pytest.raises(ConfigError, match=r"--state-path .* DuckDB and PostgreSQL targets"):
         SnowflakeReader.from_target(target(), state_path=Path("state.duckdb"))

@@ -137,9 +137,9 @@ class SnowflakeReader:
     ) -> SnowflakeReader:
         if state_path is not None:
             raise ConfigError(
-                f"--state-path (or HEAP_DBT_STATE_PATH) keeps the state in a local DuckDB file, which "
-                f"heap-dbt supports for DuckDB targets only; target {target.name!r} is snowflake: keep "
-                "the state in the warehouse (--state-schema)."
+                "--state-path (or HEAP_DBT_STATE_PATH) keeps the state in a local DuckDB file, which "
+                f"heap-dbt supports for DuckDB and PostgreSQL targets; target {target.name!r} is "
+                "snowflake: keep the state in the warehouse (--state-schema)."
             )
         where = f"Snowflake target {target.name!r}"
         return cls(connect_args(target), where=where, memory_limit=memory_limit)
