@@ -16,8 +16,9 @@ The diff itself is SQL (``heap_dbt.sql``) joining the model's records to ``lates
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,6 +41,31 @@ class RunRecord:
     finished_at: dt.datetime | None
     counts: dict[str, int]
     outcome: str
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RunRecord:
+        """A row of ``SELECT {RUN_LOG_COLUMNS}``; a run that never finished shows as interrupted."""
+        finished_at, outcome = row[7], row[14]
+        return cls(
+            run_id=int(row[0]),
+            model=row[1],
+            object=row[2],
+            meta_path=row[3],
+            app_id=row[4],
+            full_refresh=bool(row[5]),
+            started_at=row[6],
+            finished_at=finished_at,
+            counts={n: int(v or 0) for n, v in zip(_COUNTS, row[8:14], strict=True)},
+            outcome="interrupted" if outcome == "running" and finished_at is None else outcome,
+        )
+
+
+_COUNTS = ("read", "sent", "unchanged", "rejected", "failed", "removed")
+RUN_LOG_COLUMNS = (
+    "run_id, model, object, meta_path, app_id, full_refresh, started_at, finished_at, "
+    "read, sent, unchanged, rejected, failed, removed, outcome"
+)
+"""The run log's columns in the order ``RunRecord.from_row`` reads them."""
 
 
 class StateStore(Protocol):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident, lit
-from heap_dbt.state import STATE_VERSION, UNCOMPACTED, RunRecord
+from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, RunRecord
 from heap_dbt.warehouse.postgres.errors import first_line
 
 if TYPE_CHECKING:
@@ -179,27 +179,10 @@ class PostgresState:
         if not self.exists:
             return []
         rows = self._run(
-            f"SELECT run_id, model, object, meta_path, app_id, full_refresh, started_at, finished_at, "
-            f"read, sent, unchanged, rejected, failed, removed, outcome FROM {self.table('sync_runs')} "
-            "ORDER BY run_id DESC LIMIT $1",
+            f"SELECT {RUN_LOG_COLUMNS} FROM {self.table('sync_runs')} ORDER BY run_id DESC LIMIT $1",
             (limit,),
         )
-        names = ("read", "sent", "unchanged", "rejected", "failed", "removed")
-        return [
-            RunRecord(
-                run_id=int(r[0]),
-                model=r[1],
-                object=r[2],
-                meta_path=r[3],
-                app_id=r[4],
-                full_refresh=bool(r[5]),
-                started_at=r[6],
-                finished_at=r[7],
-                counts={n: int(v or 0) for n, v in zip(names, r[8:14], strict=True)},
-                outcome="interrupted" if r[14] == "running" and r[7] is None else r[14],
-            )
-            for r in rows
-        ]
+        return [RunRecord.from_row(r) for r in rows]
 
     def interrupted(self, sync_id: str, *, before: int | None = None) -> bool:
         return bool(
