@@ -11,11 +11,11 @@ SAMPLE := sample_dbt_project
 # is imported; nothing here may leave loopback.
 export SNOWFLAKE_DISABLE_PLATFORM_DETECTION := true
 
-.PHONY: help venv demo test lint bench bench-10m bench-wide bench-smoke bench-throttle bench-postgres reliability reliability-quick clean
+.PHONY: help venv browser demo test lint bench bench-10m bench-wide bench-smoke bench-throttle bench-postgres reliability reliability-quick clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
-	@echo "make test   - install everything and run the whole test suite"
+	@echo "make test   - install everything (the venv; Debian chromium for the browser test, as root) and run the whole test suite"
 	@echo "make lint   - ruff check, ruff format --check, mypy --strict (heap_dbt, benchmarks)"
 	@echo "make bench  - the performance benchmark (not part of CI)"
 	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
@@ -30,6 +30,16 @@ $(STAMP): requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The status page of `heap-dbt serve` is tested in a real headless browser: Debian's chromium.
+# Installed from Debian's packages when missing and apt-get can run (as root); otherwise the
+# browser test skips and says how to install it.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the status page test"; \
+		apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; \
+	else echo "No chromium and no root apt-get: the status page browser test will skip (apt-get install chromium)"; fi
 
 # A fresh DuckDB file each time: the emulator starts empty, so the sync state must too.
 demo: $(STAMP)
@@ -52,7 +62,7 @@ demo: $(STAMP)
 	$(PY) -m heap_dbt.emulator show --url http://127.0.0.1:$(EMULATOR_PORT)
 
 # The PostgreSQL tests skip without a server; here one must answer (127.0.0.1:5432, user postgres).
-test: $(STAMP)
+test: $(STAMP) browser
 	HEAP_DBT_REQUIRE_POSTGRES=1 $(PY) -m pytest
 
 lint: $(STAMP)
