@@ -133,7 +133,9 @@ async def _stream(ctx: _Context, run: _SyncRun, query: sql.RecordQuery) -> int:
     tasks: set[asyncio.Task[None]] = set()
     streamed = 0
     try:
-        while (batch := await pending) is not None:
+        # Shielded: a cancelled sync waits (below) for the batch being read, so that the reader
+        # is never closed under a thread still reading from it.
+        while (batch := await asyncio.shield(pending)) is not None:
             # Read the next batch while this one is framed and sent.
             pending = asyncio.ensure_future(asyncio.to_thread(next, stream, None))
             n = batch.num_rows
@@ -283,7 +285,8 @@ async def _run_one(ctx: _Context, run: _SyncRun) -> None:
             app_id=result.app_id, full_refresh=ctx.options.full_refresh,
         )  # fmt: skip
         run.acker = Acker(state, sync_id, run.run_id, clock=ctx.clock)
-    outcome = "error"
+        result.run_id = run.run_id
+    outcome: str | None = "error"
     try:
         reader.fit(run.prepared.query.width)
         for attempt in itertools.count():
@@ -333,8 +336,17 @@ async def _run_one(ctx: _Context, run: _SyncRun) -> None:
                 state.compact(sync_id, run_id=run.run_id)
             except StateError:
                 outcome = UNCOMPACTED  # the next run dedupes the state first
+    except asyncio.CancelledError:
+        # Stopped from outside (``heap-dbt serve`` shutting down): keep what Heap acknowledged,
+        # and leave the run unfinished, as a crash leaves it, so that the run log shows it
+        # interrupted and the next run compacts the state before it diffs.
+        outcome = None
+        if run.acker is not None:
+            with contextlib.suppress(StateError):
+                await run.acker.close()
+        raise
     finally:
-        if writing and state is not None:
+        if writing and state is not None and outcome is not None:
             state.finish_run(run.run_id, counts=result.counts(), outcome=outcome)
 
 

@@ -77,6 +77,8 @@ class SyncResult:
     failures: list[RowIssue] = field(default_factory=list)
     error: str | None = None
     sample: list[Any] = field(default_factory=list)
+    run_id: int = 0
+    """This sync's row in the run log (``heap-dbt history``); 0 when nothing was written."""
 
     @property
     def accounted(self) -> int:
@@ -122,6 +124,8 @@ class SyncResult:
             out["sample_payload"] = self.sample
         if self.error:
             out["error"] = self.error
+        if self.run_id:
+            out["run_id"] = self.run_id
         return out
 
 
