@@ -1,6 +1,6 @@
 """heap-dbt: sync dbt models to Heap's server-side APIs.
 
-The Python API (``heap_dbt.api``): ``sync``, ``sync_async`` and ``run`` return a
+The Python API (``heap_dbt.api``): ``sync``, ``sync_async``, ``run`` and ``sync_cloud`` return a
 ``SyncReport``; errors are the ``heap_dbt.errors`` classes exported here. Importing
 heap_dbt stays cheap: the API's modules load on first use.
 """
@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import (
     ConfigError,
+    DbtCloudAuthError,
+    DbtCloudError,
+    DbtCloudNotFoundError,
+    DbtCloudUnreachableError,
     DbtError,
     FatalAPIError,
     HeapAPIError,
@@ -18,15 +22,18 @@ from heap_dbt.errors import (
     LockedError,
     ManifestError,
     MissingRelationError,
+    NoArtifactsError,
     OutOfMemoryError,
     RefusedBatchError,
     RetriableAPIError,
+    RunNotFinishedError,
     StateError,
     WarehouseError,
 )
 
 if TYPE_CHECKING:
-    from heap_dbt.api import run, sync, sync_async
+    from heap_dbt.api import run, sync, sync_async, sync_cloud, sync_cloud_async
+    from heap_dbt.dbt_cloud import CloudConfig
     from heap_dbt.plan import SyncOptions
     from heap_dbt.report import SkippedModel, SyncReport, SyncResult
 
@@ -36,6 +43,9 @@ _LAZY = {
     "sync": "heap_dbt.api",
     "sync_async": "heap_dbt.api",
     "run": "heap_dbt.api",
+    "sync_cloud": "heap_dbt.api",
+    "sync_cloud_async": "heap_dbt.api",
+    "CloudConfig": "heap_dbt.dbt_cloud",
     "SyncOptions": "heap_dbt.plan",
     "SyncReport": "heap_dbt.report",
     "SyncResult": "heap_dbt.report",
@@ -43,7 +53,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "CloudConfig",
     "ConfigError",
+    "DbtCloudAuthError",
+    "DbtCloudError",
+    "DbtCloudNotFoundError",
+    "DbtCloudUnreachableError",
     "DbtError",
     "FatalAPIError",
     "HeapAPIError",
@@ -51,9 +66,11 @@ __all__ = [
     "LockedError",
     "ManifestError",
     "MissingRelationError",
+    "NoArtifactsError",
     "OutOfMemoryError",
     "RefusedBatchError",
     "RetriableAPIError",
+    "RunNotFinishedError",
     "SkippedModel",
     "StateError",
     "SyncOptions",
@@ -64,6 +81,8 @@ __all__ = [
     "run",
     "sync",
     "sync_async",
+    "sync_cloud",
+    "sync_cloud_async",
 ]
 
 

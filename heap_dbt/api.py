@@ -1,4 +1,4 @@
-"""heap-dbt's Python API: ``sync``, ``sync_async`` and ``run``, for orchestrators and servers.
+"""heap-dbt's Python API: ``sync``, ``sync_async``, ``run`` and ``sync_cloud``, for orchestrators and servers.
 
 The CLI is a thin caller of these functions. They take the options of ``heap-dbt sync``
 as keyword arguments (or a ``SyncOptions``), return the ``SyncReport``, and never exit
@@ -8,6 +8,7 @@ the process: a configuration problem raises a ``heap_dbt.errors.ConfigError`` (o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from heap_dbt.plan import SyncOptions
 
 if TYPE_CHECKING:
     from heap_dbt.clock import Clock
+    from heap_dbt.dbt_cloud import CloudConfig
     from heap_dbt.engine import ProgressFn
     from heap_dbt.report import SyncReport
     from heap_dbt.transport import Transport
@@ -143,3 +145,84 @@ def run(
         run_results=dbt.results,
         dbt_success=dbt.success,
     )
+
+
+async def sync_cloud_async(
+    options: SyncOptions | None = None,
+    /,
+    *,
+    cloud: CloudConfig,
+    run_id: int | None = None,
+    job_id: int | None = None,
+    wait: float | None = None,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+    progress: ProgressFn | None = None,
+    poll_interval: float | None = None,
+    **fields: Any,
+) -> SyncReport:
+    """Sync from a dbt Cloud run's artifacts: run ``run_id``, or job ``job_id``'s latest successful run.
+
+    The manifest and the run results come from dbt Cloud (``heap_dbt.dbt_cloud``), never from
+    a local target/; the warehouse is the one of heap-dbt's own profile and target. A run that
+    failed syncs only the models that succeeded in it, says so in a warning, and makes the
+    report's exit code 1 (``dbt_success`` is False). ``wait``: seconds to wait for a run in
+    progress; None refuses one. heap_sync_results.json goes to the local target path, as usual.
+
+    Raises:
+        DbtCloudError: the run's artifacts could not be fetched (nothing was read or sent).
+        ConfigError: as ``sync``.
+    """
+    from heap_dbt.dbt_cloud import POLL_SECONDS, fetch_artifacts
+    from heap_dbt.engine import run_sync_async
+    from heap_dbt.manifest import parse_manifest
+
+    opts = make_options(options, **fields)
+    artifacts = await fetch_artifacts(
+        cloud, run_id=run_id, job_id=job_id, wait=wait, clock=clock,
+        poll_interval=POLL_SECONDS if poll_interval is None else poll_interval,
+    )  # fmt: skip
+    manifest = parse_manifest(
+        artifacts.manifest, path=Path(f"dbt Cloud run {artifacts.run_id}") / "manifest.json"
+    )
+    warnings = []
+    if artifacts.failed:
+        warnings.append(
+            f"dbt Cloud run {artifacts.run_id} failed (status {artifacts.status_name}); heap-dbt synced "
+            "only the models that succeeded in it."
+        )
+    source = {
+        "host": cloud.base_url,
+        "account_id": cloud.account_id,
+        "run_id": artifacts.run_id,
+        "job_id": artifacts.job_id,
+        "status": artifacts.status,
+        "steps": list(artifacts.steps),
+    }
+    return await run_sync_async(
+        opts, transport=transport, clock=clock, progress=progress, run_results=artifacts.run_results,
+        dbt_success=not artifacts.failed, manifest=manifest, dbt_cloud=source, warnings=warnings,
+    )  # fmt: skip
+
+
+def sync_cloud(
+    options: SyncOptions | None = None,
+    /,
+    *,
+    cloud: CloudConfig,
+    run_id: int | None = None,
+    job_id: int | None = None,
+    wait: float | None = None,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+    progress: ProgressFn | None = None,
+    poll_interval: float | None = None,
+    **fields: Any,
+) -> SyncReport:
+    """``sync_cloud_async`` on an event loop of its own; call it where no event loop runs."""
+    return asyncio.run(
+        sync_cloud_async(
+            options, cloud=cloud, run_id=run_id, job_id=job_id, wait=wait, transport=transport,
+            clock=clock, progress=progress, poll_interval=poll_interval, **fields,
+        )
+    )  # fmt: skip

@@ -148,6 +148,93 @@ RateWindow = Annotated[
 ]
 
 
+CloudJob = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Sync from the artifacts of this dbt Cloud job's latest successful run.",
+        show_default=False,
+    ),
+]
+CloudRun = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Sync from the artifacts of this dbt Cloud run (a failed run: what it built).",
+        show_default=False,
+    ),
+]  # fmt: skip
+CloudHost = Annotated[
+    str | None,
+    typer.Option(
+        help="dbt Cloud host or URL, e.g. emea.dbt.com (default: DBT_CLOUD_HOST, else cloud.getdbt.com).",
+        show_default=False,
+    ),
+]
+CloudAccount = Annotated[
+    int | None, typer.Option(help="dbt Cloud account ID (default: DBT_CLOUD_ACCOUNT_ID).", show_default=False)
+]
+CloudToken = Annotated[
+    str | None,
+    typer.Option(
+        help="dbt Cloud API token (default: DBT_CLOUD_API_TOKEN; prefer it: a flag shows in `ps`).",
+        show_default=False,
+    ),
+]
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="With --dbt-cloud-run/--dbt-cloud-job: wait for a run in progress to finish "
+        "(up to --wait-timeout).",
+    ),
+]
+WaitTimeout = Annotated[
+    float,
+    typer.Option(min=0, help="Seconds --wait waits for the dbt Cloud run before giving up (exit 2)."),
+]
+PollInterval = Annotated[
+    float | None,
+    typer.Option(min=0.001, hidden=True, help="Seconds between --wait's polls of dbt Cloud (default: 10)."),
+]
+
+
+def _cloud_call(
+    *,
+    job: int | None,
+    run: int | None,
+    host: str | None,
+    account: int | None,
+    token: str | None,
+    wait: bool,
+    wait_timeout: float,
+    poll_interval: float | None,
+) -> Any:
+    """The API call of a sync from dbt Cloud artifacts, or None without --dbt-cloud-job/run."""
+    from heap_dbt.errors import ConfigError
+
+    if job is None and run is None:
+        if wait:
+            raise ConfigError("--wait waits for a dbt Cloud run; give --dbt-cloud-run or --dbt-cloud-job.")
+        return None
+    from heap_dbt.api import sync_cloud
+    from heap_dbt.dbt_cloud import CloudConfig
+
+    cloud = CloudConfig.resolve(os.environ, token=token, account_id=account, host=host)
+
+    def call(opts: Any, **kw: Any) -> Any:
+        return sync_cloud(
+            opts,
+            cloud=cloud,
+            run_id=run,
+            job_id=job,
+            wait=wait_timeout if wait else None,
+            poll_interval=poll_interval,
+            **kw,
+        )
+
+    return call  # fmt: skip
+
+
 def _sync_options(*, rate_window: float | None, **values: Any) -> Any:
     """The SyncOptions of the flags (names as in SyncOptions), with the process environment."""
     from heap_dbt.api import make_options
@@ -221,9 +308,30 @@ def sync(
     json_output: JsonOutput = False,
     debug: Debug = False,
     rate_window: RateWindow = None,
+    dbt_cloud_job: CloudJob = None,
+    dbt_cloud_run: CloudRun = None,
+    dbt_cloud_host: CloudHost = None,
+    dbt_cloud_account_id: CloudAccount = None,
+    dbt_cloud_token: CloudToken = None,
+    wait: Wait = False,
+    wait_timeout: WaitTimeout = 3600.0,
+    dbt_cloud_poll_interval: PollInterval = None,
 ) -> None:
-    """Send the rows of the models with `meta.heap` that the last dbt run built to Heap."""
+    """Send the rows of the models with `meta.heap` that the last dbt run built to Heap.
+
+    With --dbt-cloud-job/--dbt-cloud-run, the manifest and run results come from that dbt Cloud run.
+    """
     from heap_dbt.api import sync as api_sync
+
+    try:
+        call = _cloud_call(
+            job=dbt_cloud_job, run=dbt_cloud_run, host=dbt_cloud_host, account=dbt_cloud_account_id,
+            token=dbt_cloud_token, wait=wait, wait_timeout=wait_timeout,
+            poll_interval=dbt_cloud_poll_interval,
+        ) or api_sync  # fmt: skip
+    except Exception as exc:  # one place turns every error into one sentence
+        _fail(exc, debug=debug)
+        return
 
     options = _sync_options(
         project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
@@ -234,7 +342,7 @@ def sync(
         state_schema=state_schema, memory_limit=memory_limit, all_models=all_models,
         require_tests=require_tests, rate_window=rate_window,
     )  # fmt: skip
-    _sync_and_exit(api_sync, options, json_output=json_output, debug=debug)
+    _sync_and_exit(call, options, json_output=json_output, debug=debug)
 
 
 @app.command(
@@ -425,5 +533,38 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def wait_seconds(argv: list[str]) -> list[str]:
+    """``heap-dbt sync ... --wait SECONDS`` (or ``--wait=SECONDS``) as ``--wait --wait-timeout SECONDS``.
+
+    The issue's ``--wait [SECONDS]`` is an option with an optional value, which typer cannot
+    declare; a bare ``--wait`` keeps its default timeout. Only ``sync`` has --wait.
+    """
+    commands = [a for a in argv if not a.startswith("-")]
+    if not commands or commands[0] != "sync":
+        return argv
+    out: list[str] = []
+    items = iter(enumerate(argv))
+    for i, arg in items:
+        if arg == "--":
+            out += argv[i:]
+            break
+        if arg.startswith("--wait="):
+            out += ["--wait", "--wait-timeout", arg.removeprefix("--wait=")]
+        elif arg == "--wait" and i + 1 < len(argv) and _is_number(argv[i + 1]):
+            out += ["--wait", "--wait-timeout", argv[i + 1]]
+            next(items)
+        else:
+            out.append(arg)
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main() -> None:
-    app()
+    app(args=wait_seconds(sys.argv[1:]))

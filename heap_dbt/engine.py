@@ -17,7 +17,7 @@ import itertools
 import math
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from heap_dbt.acks import Acker
 from heap_dbt.bodies import Chunk, request_bounds
 from heap_dbt.clock import Clock, SystemClock
 from heap_dbt.errors import ConfigError, OutOfMemoryError, StateError, WarehouseError
-from heap_dbt.manifest import RunResults, load_run_results
+from heap_dbt.manifest import Manifest, RunResults, load_run_results
 from heap_dbt.plan import Prepared, SyncOptions, base_url, plan_syncs, prepare
 from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
 from heap_dbt.ratelimit import WINDOW_SECONDS, RateLimits
@@ -378,6 +378,9 @@ async def run_sync_async(
     limits: RateLimits | None = None,
     run_results: RunResults | None = None,
     dbt_success: bool | None = None,
+    manifest: Manifest | None = None,
+    dbt_cloud: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
 ) -> SyncReport:
     """Run ``heap-dbt sync`` on the running event loop: validate everything, then send, and
     write the results file.
@@ -388,6 +391,10 @@ async def run_sync_async(
     in this event loop (``heap_dbt.shared``), and two syncs of one project and target run one
     after the other. ``run_results``: gate on this dbt invocation instead of
     ``run_results.json``, whose outcome ``dbt_success`` the report records (``heap-dbt run``).
+    ``manifest`` (with ``run_results``): artifacts from elsewhere, a dbt Cloud run's, used
+    instead of the local target path; their args (dbt Cloud's own project, profiles and
+    target) never pick the local target. ``dbt_cloud`` (the run's ids) and ``warnings`` go
+    into the report as they are.
     ``transport``, ``clock`` and ``reader_factory`` are for tests and embedding; ``limits``
     replaces the shared limits with the caller's own.
     """
@@ -397,13 +404,16 @@ async def run_sync_async(
         full_refresh=options.full_refresh,
         started_at=_utc(clock),
         dbt_success=dbt_success,
+        dbt_cloud=dict(dbt_cloud) if dbt_cloud is not None else None,
+        warnings=list(warnings),
     )
     url = base_url(options)  # a plain http URL to another host is refused before anything is read
-    planned = await asyncio.to_thread(plan_syncs, options, run_results=run_results)
+    planned = await asyncio.to_thread(plan_syncs, options, run_results=run_results, manifest=manifest)
     paths, specs, problems = planned.paths, planned.specs, planned.problems
     report.skipped = planned.skipped
     report.warnings += planned.warnings
-    run_args = planned.run_results.args if planned.run_results else {}
+    # Artifacts from elsewhere name another machine's project, profiles and target.
+    run_args = planned.run_results.args if planned.run_results and manifest is None else {}
     if not specs and not problems:
         report.finished_at = _utc(clock)
         report.write(paths.target_path)

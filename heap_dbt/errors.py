@@ -9,6 +9,12 @@
     │   └── OutOfMemoryError      DuckDB needed more memory than it was given
     ├── StateError                sync state corrupt, too new, or locked              exit 2
     ├── DbtError                  `heap-dbt run`: dbt could not start the command     exit 2
+    ├── DbtCloudError             the dbt Cloud Admin API gave no usable run (.status) exit 2
+    │   ├── DbtCloudAuthError     the token was refused (401, 403)
+    │   ├── DbtCloudNotFoundError no such account, job or run (404)
+    │   ├── RunNotFinishedError   the run is still in progress (or --wait ran out)
+    │   ├── NoArtifactsError      the run saved no artifacts, or ran no `dbt run`/`build`
+    │   └── DbtCloudUnreachableError  connection refused, DNS, timeout, repeated 5xx
     └── HeapAPIError              Heap did not accept a request (.status)             exit 1
         ├── RetriableAPIError     429, 5xx, 408, connection error, timeout (.retry_after)
         ├── RefusedBatchError     400, 413, 422: some record is bad; the batch is bisected
@@ -83,6 +89,38 @@ class DbtError(HeapDbtError):
 
     A model that fails to build is not this error: dbt ran, and the sync reports it.
     """
+
+
+class DbtCloudError(HeapDbtError):
+    """Raised when the dbt Cloud Admin API cannot give the artifacts of the run asked for.
+
+    ``status`` is the HTTP status, or None when no response (or no HTTP problem) caused it.
+    Messages never hold the token.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class DbtCloudAuthError(DbtCloudError):
+    """Raised when dbt Cloud refuses the API token (401, 403)."""
+
+
+class DbtCloudNotFoundError(DbtCloudError):
+    """Raised when the account, job or run does not exist (404), or the job has no successful run."""
+
+
+class RunNotFinishedError(DbtCloudError):
+    """Raised when the run is still queued or running (and --wait was not given, or ran out)."""
+
+
+class NoArtifactsError(DbtCloudError):
+    """Raised when the run saved no artifacts, or has no `dbt run`/`dbt build` step to gate on."""
+
+
+class DbtCloudUnreachableError(DbtCloudError):
+    """Raised when the dbt Cloud host cannot be reached (connection, DNS, timeout, repeated 5xx)."""
 
 
 class HeapAPIError(HeapDbtError):

@@ -215,6 +215,16 @@ def load_manifest(path: Path) -> Manifest:
         ) from None
     except OSError as exc:
         raise ManifestError(f"Cannot read the dbt manifest at {path}: {exc.strerror}.") from exc
+    return parse_manifest(raw, path=path)
+
+
+def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
+    """Decode the bytes of a manifest.json; ``path`` names where they came from, for messages
+    (a local file, or a dbt Cloud run's artifact, which heap-dbt never writes to disk).
+
+    Raises:
+        ManifestError: not JSON, or an unsupported version.
+    """
     try:
         doc = msgspec.json.decode(raw, type=_Manifest)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -303,9 +313,21 @@ def load_manifest(path: Path) -> Manifest:
 def load_run_results(path: Path) -> RunResults | None:
     """Read ``run_results.json`` if it is there and readable; otherwise None."""
     try:
-        doc = msgspec.json.decode(path.read_bytes(), type=_RunResults)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return parse_run_results(path.read_bytes())
+    except (OSError, ManifestError):
         return None
+
+
+def parse_run_results(raw: bytes) -> RunResults:
+    """Decode the bytes of a run_results.json.
+
+    Raises:
+        ManifestError: not a run_results.json.
+    """
+    try:
+        doc = msgspec.json.decode(raw, type=_RunResults)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ManifestError(f"Not a dbt run_results.json ({exc}).") from exc
     return RunResults(
         invocation_id=doc.metadata.invocation_id,
         args=doc.args,

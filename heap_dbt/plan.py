@@ -60,10 +60,14 @@ class SyncOptions:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
-def _selected(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[ModelNode]]:
-    """The paths, the manifest, and its selected models with a ``heap`` block, in a stable order."""
+def _selected(
+    options: SyncOptions, *, manifest: Manifest | None = None
+) -> tuple[ProjectPaths, Manifest, list[ModelNode]]:
+    """The paths, the manifest (the one given, else target/manifest.json), and its selected
+    models with a ``heap`` block, in a stable order."""
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    manifest = load_manifest(paths.target_path / "manifest.json")
+    if manifest is None:
+        manifest = load_manifest(paths.target_path / "manifest.json")
     selection = select(manifest, select=options.select, exclude=options.exclude, selector=options.selector)
     chosen = selection.models
     models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
@@ -184,15 +188,20 @@ class Planned:
     warnings: list[str]
 
 
-def plan_syncs(options: SyncOptions, *, run_results: RunResults | None = None) -> Planned:
+def plan_syncs(
+    options: SyncOptions, *, run_results: RunResults | None = None, manifest: Manifest | None = None
+) -> Planned:
     """Like ``plan_specs``, gated by the last dbt run (``gate_models``).
 
     ``run_results``: the results of the invocation to gate on (``heap-dbt run`` passes
-    the one it ran); by default, ``run_results.json`` beside the manifest.
+    the one it ran); by default, ``run_results.json`` beside the manifest. ``manifest``:
+    artifacts from elsewhere (a dbt Cloud run), used with ``run_results`` instead of
+    anything in the local target path.
     """
-    paths, manifest, models = _selected(options)
-    results_path = paths.target_path / "run_results.json"
-    if run_results is None:
+    local = manifest is None
+    paths, manifest, models = _selected(options, manifest=manifest)
+    results_path = (paths.target_path if local else manifest.path.parent) / "run_results.json"
+    if run_results is None and local:
         run_results = load_run_results(results_path)
     gate = gate_models(
         models,

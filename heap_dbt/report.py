@@ -142,7 +142,10 @@ class SyncReport:
     skipped: list[SkippedModel] = field(default_factory=list)
     """Selected models left out because the last dbt run did not build them (or their tests failed)."""
     dbt_success: bool | None = None
-    """For ``heap-dbt run``: whether dbt built every node it ran; None when heap-dbt ran no dbt."""
+    """For ``heap-dbt run``: whether dbt built every node it ran; None when heap-dbt ran no dbt.
+    For a dbt Cloud run: whether that run succeeded."""
+    dbt_cloud: dict[str, Any] | None = None
+    """The dbt Cloud run the artifacts came from: account_id, run_id, job_id, status, steps."""
 
     @property
     def exit_code(self) -> int:
@@ -166,6 +169,7 @@ class SyncReport:
             "syncs": [s.as_dict() for s in self.syncs],
             "skipped": [m.as_dict() for m in self.skipped],
             **({"dbt_success": self.dbt_success} if self.dbt_success is not None else {}),
+            **({"dbt_cloud": self.dbt_cloud} if self.dbt_cloud is not None else {}),
         }
 
     def to_json(self) -> bytes:
