@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from heap_dbt.emulator import RunningEmulator, run_in_thread
+from tests.fake_dbt_cloud import FakeDbtCloud, serve_fake_dbt_cloud
 from tests.fakesnow_server import FakeSnow, run_fakesnow
 from tests.snowflake_warehouse import Snowflake
 from tests.warehouses import Warehouse, postgres_or_skip
@@ -135,6 +136,13 @@ def emulator() -> Iterator[RunningEmulator]:
     """A fresh local Heap emulator on loopback."""
     with run_in_thread() as running:
         yield running
+
+
+@pytest.fixture
+def dbt_cloud() -> Iterator[FakeDbtCloud]:
+    """A fresh fake dbt Cloud Admin API on loopback, with no runs yet (``add_run`` adds them)."""
+    with serve_fake_dbt_cloud() as cloud:
+        yield cloud
 
 
 @pytest.fixture(scope="session")
