@@ -528,6 +528,74 @@ def history(
 
 
 @app.command()
+def serve(
+    dbt_cloud_job: Annotated[
+        list[str],
+        typer.Option(
+            help="A dbt Cloud job ID whose successful runs to sync after (repeat for more).",
+            show_default=False,
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on (put a TLS proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free port).")] = 8580,
+    grace_seconds: Annotated[
+        float, typer.Option(min=0, help="On SIGTERM, how long the sync in flight may take to finish.")
+    ] = 30.0,
+    dbt_cloud_host: CloudHost = None,
+    dbt_cloud_account_id: CloudAccount = None,
+    dbt_cloud_token: CloudToken = None,
+    project_dir: ProjectDir = None,
+    profiles_dir: ProfilesDir = None,
+    target: TargetOpt = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    selector: Selector = None,
+    app_id: AppId = None,
+    region: Region = "us",
+    concurrency: Concurrency = 8,
+    batch_size: BatchSize = 1000,
+    events_per_minute: EventsPerMinute = 15_000,
+    events_per_identity_per_minute: EventsPerIdentity = 1_000,
+    max_attempts: MaxAttempts = 6,
+    timeout: Timeout = 30.0,
+    state_path: StatePath = None,
+    state_schema: StateSchema = "heap_dbt",
+    memory_limit: MemoryLimit = None,
+    require_tests: RequireTests = False,
+    debug: Debug = False,
+    rate_window: RateWindow = None,
+) -> None:
+    """Serve dbt Cloud's job.run.completed webhook: sync after each successful run of the jobs.
+
+    The webhook secret comes from DBT_CLOUD_WEBHOOK_SECRET. GET / is a status page, GET /healthz
+    answers 200 once the server is ready. SIGTERM stops it (exit 0).
+    """
+    from heap_dbt.dbt_cloud import CloudConfig
+    from heap_dbt.server import run_server
+    from heap_dbt.webhooks import secret_from_env
+
+    os.umask(0o077)  # heap_sync_results.json and a --state-path file hold row keys
+    try:
+        options = _sync_options(
+            project_dir=project_dir, profiles_dir=profiles_dir, target=target, select=select,
+            exclude=exclude, selector=selector, app_id=app_id, region=region, concurrency=concurrency,
+            batch_size=batch_size, events_per_minute=events_per_minute,
+            events_per_identity_per_minute=events_per_identity_per_minute, max_attempts=max_attempts,
+            timeout=timeout, state_path=state_path, state_schema=state_schema, memory_limit=memory_limit,
+            require_tests=require_tests, rate_window=rate_window,
+        )  # fmt: skip
+        secret_from_env(options.env)  # refuse to start without it, before anything else
+        cloud = CloudConfig.resolve(
+            options.env, token=dbt_cloud_token, account_id=dbt_cloud_account_id, host=dbt_cloud_host
+        )
+        run_server(
+            options, cloud=cloud, jobs=dbt_cloud_job, host=host, port=port, grace_seconds=grace_seconds
+        )
+    except Exception as exc:  # one place turns every error into one sentence
+        _fail(exc, debug=debug)
+
+
+@app.command()
 def version() -> None:
     """Print heap-dbt's version."""
     typer.echo(__version__)

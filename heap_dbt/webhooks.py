@@ -13,10 +13,14 @@ import hashlib
 import hmac
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from heap_dbt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from heap_dbt.report import SyncReport
 
 MAX_BODY_BYTES = 1024 * 1024
 """Bodies above this are refused (413) before they are read; a real delivery is about 1 KB."""
@@ -107,6 +111,16 @@ def decide(event: Event, *, jobs: Collection[str]) -> str:
     if not event.run_id.isdigit():
         return f"ignored: run ID {event.run_id or '(none)'} is not a number"
     return SYNC
+
+
+def outcome_of(report: SyncReport) -> str:
+    """A sync's outcome for the delivery log, e.g. ``success: sent 10, unchanged 0, rejected 1, failed 0``."""
+    t = report.as_dict()["totals"]
+    status = "success" if report.exit_code == 0 else "partial"
+    return (
+        f"{status}: sent {t['sent']:,}, unchanged {t['unchanged']:,}, rejected {t['rejected']:,}, "
+        f"failed {t['failed']:,}"
+    )
 
 
 def secret_from_env(env: Mapping[str, str]) -> str:
