@@ -240,9 +240,8 @@ class WebhookServer:
         for record in reversed(last):  # oldest first
             self.recent[record.event_id] = record
         for record in reversed(last):
-            if record.decision == webhooks.SYNC and (
-                record.outcome is None or record.outcome.startswith(RESUMABLE)
-            ):
+            unfinished = record.outcome is None or record.outcome.startswith(RESUMABLE)
+            if record.decision == webhooks.SYNC and unfinished and record.job_id in self.jobs:
                 self._queue(record)
                 self._log({"event": "resumed", "event_id": record.event_id, "job": record.job_id,
                            "run": record.run_id, "decision": webhooks.SYNC,

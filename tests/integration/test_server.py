@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,9 @@ class Running:
     server: WebhookServer
     url: str
     logs: list[dict[str, Any]]
-    syncs: list[tuple[str, str]] = field(default_factory=list)
+    syncs: list[tuple[str, str]]
+    stop: asyncio.Event
+    task: asyncio.Task[None]
 
     async def post(
         self, body: bytes | io.BytesIO, headers: dict[str, str] | None = None
@@ -168,7 +170,7 @@ async def running_server(
         task.result()
     url = next(e["url"] for e in logs if e["event"] == "listening")
     try:
-        yield Running(server, url, logs, syncs)
+        yield Running(server, url, logs, syncs, stop, task)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -323,7 +325,9 @@ async def test_a_burst_collapses_into_one_pending_sync_of_the_newest_run(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         for i in range(1, 20):
+            started = time.monotonic()
             answers.append(await srv.post(delivery(f"wev_b{i}", run=RUN + i)))
+            assert time.monotonic() - started < 1.0  # dbt Cloud's 10 s is never at risk
             assert len(srv.server.pending) <= 1
         assert all(a == (202, {"status": "accepted"}) for a in answers)
         assert srv.server.in_flight is not None and srv.server.in_flight.run_id == str(RUN)
@@ -342,6 +346,44 @@ async def test_a_burst_collapses_into_one_pending_sync_of_the_newest_run(
     assert finished["wev_b0"]["outcome"].startswith(f"success: sent {total},")
     assert finished["wev_b5"]["outcome"].startswith(f"success: sent 0, unchanged {total},")
     assert finished["wev_b5"]["outcome"].endswith(f"(as run {RUN + 19})")
+    with open_state(make_options(project_dir=project, env=clean_env()), writable=False) as st:
+        assert st is not None
+        kept = {d.event_id: d for d in st.deliveries(limit=50)}
+    assert {e: kept[e].outcome for e in finished} == {e: f["outcome"] for e, f in finished.items()}
+
+
+async def test_a_run_dbt_cloud_does_not_know_is_an_error_outcome(
+    project: Path, emulator: RunningEmulator, cloud_run: FakeDbtCloud
+) -> None:
+    async with running_server(project, emulator, cloud_run) as srv:
+        assert (await srv.post(delivery("wev_404", run=999)))[0] == 202
+        await srv.idle()
+        assert (await srv.post(delivery("wev_ok")))[0] == 202  # the server goes on
+        await srv.idle()
+    outcomes = {e["event_id"]: e["outcome"] for e in srv.logs if e["event"] == "sync finished"}
+    assert outcomes["wev_404"].startswith("error: ") and "999" in outcomes["wev_404"]
+    assert outcomes["wev_ok"].startswith("success: ")
+    assert cloud_run.token not in json.dumps(srv.logs)
+
+
+async def test_on_stop_deliveries_are_refused_and_the_sync_in_flight_finishes_within_the_grace(
+    project: Path, emulator: RunningEmulator, cloud_run: FakeDbtCloud
+) -> None:
+    emulator.emulator.configure(delay=0.3)
+    async with running_server(project, emulator, cloud_run) as srv:
+        assert (await srv.post(delivery("wev_g1")))[0] == 202
+        while srv.server.in_flight is None:
+            await asyncio.sleep(0.01)
+        srv.stop.set()
+        while not srv.server.stopping:
+            await asyncio.sleep(0.01)
+        status, answer = await srv.post(delivery("wev_g2"))
+        assert (status, answer) == (503, {"status": "stopping"})
+        assert (await srv.get("/healthz"))[0] == 503
+        await asyncio.wait_for(srv.task, 30)
+    [done] = [e for e in srv.logs if e["event"] == "sync finished"]
+    assert done["event_id"] == "wev_g1" and done["outcome"].startswith("success: ")
+    assert "wev_g2" not in srv.server._seen  # refused, so dbt Cloud retries it later
 
 
 # --- the status page in a browser -------------------------------------------------------------
