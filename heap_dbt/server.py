@@ -15,7 +15,6 @@ starts next.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import signal
 import sys
@@ -255,10 +254,10 @@ class WebhookServer:
         records, self._unsaved = list(self._unsaved.values()), {}
         try:
             await self._state(lambda state: state.record_deliveries(records))
-        except HeapDbtError as exc:
+        except Exception as exc:  # the server goes on: a state that is down for a while
             for r in records:  # try again after the next sync; the page still shows them
                 self._unsaved.setdefault(r.event_id, r)
-            self._log({"event": "state error", "error": str(exc)})
+            self._log({"event": "state error", "error": _error_text(exc)})
 
     async def work(self) -> None:
         """Persist deliveries and run the pending syncs, one at a time, until the server stops."""
@@ -290,8 +289,7 @@ class WebhookServer:
         if task.cancelled():
             outcome = "interrupted: the server stopped during the sync; it runs again when the server starts"
         elif (exc := task.exception()) is not None:
-            kind = "" if isinstance(exc, HeapDbtError) else f"unexpected {type(exc).__name__}: "
-            outcome = f"error: {kind}{exc}"
+            outcome = f"error: {_error_text(exc)}"
         else:
             report = task.result()
             outcome = webhooks.outcome_of(report)
@@ -299,8 +297,10 @@ class WebhookServer:
             self._keep_rows(report)
         self._finish(pending, outcome, counts=counts)
         await self._flush()
-        with contextlib.suppress(HeapDbtError):
+        try:
             self.history = await self._state(lambda state: state.history(limit=HISTORY_RUNS))
+        except Exception as exc:  # the page shows the run log it read last
+            self._log({"event": "state error", "error": _error_text(exc)})
         self.in_flight = None  # only now: the page's run log includes this sync
 
     def _keep_rows(self, report: SyncReport) -> None:
@@ -380,6 +380,11 @@ async def serve(
         for sig in signals:
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+
+
+def _error_text(exc: BaseException) -> str:
+    """heap-dbt's own errors are one sentence without secrets; others name their type too."""
+    return str(exc) if isinstance(exc, HeapDbtError) else f"unexpected {type(exc).__name__}: {exc}"
 
 
 def _host(host: str) -> str:
