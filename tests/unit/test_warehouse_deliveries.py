@@ -113,7 +113,7 @@ def test_a_state_without_the_log_opens_and_reads_empty_until_recorded(con: duckd
 
     state = opened(con, writable=False)
     assert state.exists and state.deliveries(limit=5) == [] and state.seen_event_ids() == set()
-    with pytest.raises(StateError, match=r"read-only .*Open the state writable"):
+    with pytest.raises(StateError, match=r"opened read-only .*Open it writable to record them"):
         state.record_deliveries([rec("a")])
 
     opened(con).record_deliveries([rec("a")])
