@@ -86,17 +86,17 @@ class DeliveryLog:
         self.writable = writable
         self.exists = False
 
-    def _marks(self, n: int, *, start: int = 1) -> str:
-        return ", ".join(self._mark(i) for i in range(start, start + n))
+    def _marks(self, n: int) -> str:
+        return ", ".join(self._mark(i) for i in range(1, n + 1))
 
-    def record(self, records: Sequence[DeliveryRecord], *, now: dt.datetime | None = None) -> None:
+    def record(self, records: Sequence[DeliveryRecord]) -> None:
         """Insert new event ids; for one already kept, set its decision and outcome (its
-        received_at, job and run stay as first recorded). Then drop what is older than KEEP
-        before ``now``. One transaction."""
+        received_at, job and run stay as first recorded). Then drop every delivery received
+        more than KEEP ago, this one's included. One transaction."""
         if not self.writable:
             raise StateError(
-                f"Cannot record webhook deliveries in the heap-dbt state in {self._where}: it is open "
-                "read-only (a dry run). Open the state writable to record them."
+                f"Cannot record webhook deliveries in the heap-dbt state in {self._where}: it was opened "
+                "read-only (as a dry run opens it). Open it writable to record them."
             )
         batch = merge(records)
         if not batch:
@@ -106,7 +106,7 @@ class DeliveryLog:
             cols = ", ".join(f"{ident(c)} {self._types[c]}" for c in COLUMNS)
             self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({ident('event_id')}))", ())
             self.exists = True
-        cutoff = utc_naive(now or dt.datetime.now(dt.UTC)) - KEEP
+        cutoff = utc_naive(dt.datetime.now(dt.UTC)) - KEEP
         ids = [r.event_id for r in batch]
         self._run("BEGIN", ())
         try:

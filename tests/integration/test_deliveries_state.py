@@ -211,3 +211,18 @@ def test_a_local_state_file_keeps_the_log_and_the_warehouse_untouched(
     assert seen == {"e1", "e2"} and {r.event_id: r.outcome for r in listed} == {"e1": "success", "e2": None}
     assert "heap_dbt" not in warehouse.schemas(wh_project)
     assert kept(wh_project) == ([], set())  # the warehouse's own state is another place
+
+
+def test_a_sync_while_the_state_is_open_for_writing_fails_clearly_and_sends_nothing(
+    wh_project: Path, emulator: RunningEmulator
+) -> None:
+    """The server must run them one after the other; if it does not, nothing is corrupted."""
+    with engine.open_state(options(wh_project), writable=True) as state:
+        assert state is not None
+        state.record_deliveries([delivery("e1")])
+        with pytest.raises(StateError) as caught:
+            sync_users(wh_project, emulator)
+    assert "holds its lock" in str(caught.value) or "has it open" in str(caught.value)
+    assert emulator.emulator.snapshot()["requests"] == {}
+    sync_users(wh_project, emulator)  # and once it is closed, the sync runs
+    assert kept(wh_project)[1] == {"e1"}
