@@ -36,6 +36,7 @@ from heap_dbt.report import SyncReport
 from heap_dbt.server import WebhookServer, serve
 from tests.conftest import APP_ID, BIN, clean_env
 from tests.fake_dbt_cloud import FakeDbtCloud, Step
+from tests.warehouses import Warehouse
 
 pytestmark = pytest.mark.integration
 
@@ -602,3 +603,22 @@ def test_serve_refuses_to_start_without_the_webhook_secret(project: Path, cloud_
     assert proc.returncode == 2
     assert "set DBT_CLOUD_WEBHOOK_SECRET" in proc.stderr
     assert cloud_run.token not in proc.stderr + proc.stdout
+
+
+async def test_on_every_warehouse_a_delivery_syncs_and_its_replay_after_a_restart_is_a_duplicate(
+    wh_project: Path, warehouse: Warehouse, emulator: RunningEmulator, dbt_cloud: FakeDbtCloud
+) -> None:
+    add_build_run(dbt_cloud, wh_project)
+    async with running_server(wh_project, emulator, dbt_cloud) as srv:
+        assert (await srv.post(delivery("wev_wh")))[0] == 202
+        await srv.idle()
+    users = warehouse.rows(wh_project, "heap_users")
+    assert len(emulator.emulator.snapshot()["users"][APP_ID]) == len(users)
+    [done] = [e for e in srv.logs if e["event"] == "sync finished"]
+    assert done["outcome"].startswith("success: ")
+    received = len(emulator.emulator.snapshot()["request_log"])
+    async with running_server(wh_project, emulator, dbt_cloud) as again:  # a new server, same state
+        assert await again.post(delivery("wev_wh")) == (200, {"status": "duplicate"})
+        assert [d.outcome for d in again.server.recent.values()] == [done["outcome"]]
+    assert len(emulator.emulator.snapshot()["request_log"]) == received
+    assert again.syncs == []
