@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from heap_dbt.state import DeliveryRecord, RunRecord
 
 MAX_ROWS_SHOWN = 1000
+REFRESH_SECONDS = 15
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2330;background:#f7f8fa}
@@ -69,9 +70,11 @@ def _time(value: dt.datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
 
 
-def _page(title: str, body: str) -> str:
+def _page(title: str, body: str, *, refresh: int | None = None) -> str:
+    # A refresh keeps a page left open current without any script.
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{meta}'
         f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
 
@@ -164,7 +167,7 @@ def render(view: View) -> str:
         )
         + note
     )
-    return _page("heap-dbt serve", body)
+    return _page("heap-dbt serve", body, refresh=REFRESH_SECONDS)
 
 
 def render_rows(run_id: int, kept: KeptRows | None, *, kept_runs: int) -> str:

@@ -47,6 +47,7 @@ def test_an_empty_server_says_so() -> None:
     html = status_page.render(view())
     assert "Idle: no sync in flight." in html
     assert "No delivery yet." in html and "No sync has run yet." in html
+    assert '<meta http-equiv="refresh" content="15">' in html  # current when left open, with no script
 
 
 def test_values_are_escaped_and_nothing_is_loaded_from_elsewhere() -> None:
@@ -57,7 +58,7 @@ def test_values_are_escaped_and_nothing_is_loaded_from_elsewhere() -> None:
     html = status_page.render(view(deliveries=[record], history=[run(3, model=evil)]))
     assert "<script" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
-    assert "src=" not in html and "<link" not in html and "http" not in html
+    assert "src=" not in html and "<link" not in html and "http:" not in html and "https:" not in html
 
 
 def test_the_sync_in_flight_and_the_pending_ones() -> None:
