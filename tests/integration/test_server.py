@@ -592,6 +592,25 @@ def test_sigterm_during_a_sync_stops_safely_and_a_restart_delivers_the_rest(
     assert state_rows(project) == sum(rows.values())
 
 
+@pytest.mark.timeout(120)
+def test_the_delivery_log_and_the_syncs_use_one_state_whatever_a_local_run_results_says(
+    project: Path, emulator: RunningEmulator, cloud_run: FakeDbtCloud
+) -> None:
+    # Someone ran dbt here against another target: its run_results.json names "ci".
+    results = project / "target" / "run_results.json"
+    doc = json.loads(results.read_text())
+    doc["args"]["target"] = "ci"
+    results.write_text(json.dumps(doc))
+    with serving(project, server_env(project, emulator, cloud_run)) as server:
+        assert server.post(delivery("wev_pin"))[0] == 202
+        server.wait_for(lambda e: e["event"] == "sync finished" and e["event_id"] == "wev_pin")
+        assert server.terminate() == 0
+    assert not (project / "heap_demo_ci.duckdb").exists()
+    with duckdb.connect(str(project / "heap_demo.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT event_id FROM heap_dbt.webhook_deliveries").fetchall() == [("wev_pin",)]
+        assert con.execute("SELECT count(*) FROM heap_dbt.sync_runs").fetchone() == (3,)
+
+
 def test_serve_refuses_to_start_without_the_webhook_secret(project: Path, cloud_run: FakeDbtCloud) -> None:
     env = clean_env(
         DBT_CLOUD_API_TOKEN=cloud_run.token, DBT_CLOUD_ACCOUNT_ID="43", DBT_CLOUD_HOST=cloud_run.url
