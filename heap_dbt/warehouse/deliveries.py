@@ -20,13 +20,18 @@ from typing import Any
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident
-from heap_dbt.state import DELIVERY_COLUMNS, DeliveryRecord
+from heap_dbt.state import DeliveryRecord
 
 DELIVERIES_TABLE = "webhook_deliveries"
 KEEP = dt.timedelta(days=30)
 """Deliveries older than this are dropped whenever new ones are recorded."""
 COLUMNS = ("event_id", "received_at", "job_id", "run_id", "decision", "outcome", "seq")
-"""The table's columns; ``seq`` orders deliveries received at the same instant."""
+"""The table's columns: ``DeliveryRecord``'s fields, then ``seq``, which orders deliveries
+received at the same instant. Quoted in every statement, as created (Snowflake folds an
+unquoted name to upper case)."""
+EVENT_ID, RECEIVED_AT, _, _, DECISION, OUTCOME, SEQ = (ident(c) for c in COLUMNS)
+_ALL = ", ".join(ident(c) for c in COLUMNS)
+_RECORD = ", ".join(ident(c) for c in COLUMNS[:-1])
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Run one statement with parameters; its rows (none for a statement without a result).
@@ -104,7 +109,7 @@ class DeliveryLog:
         table, m = self._table, self._mark
         if not self.exists:
             cols = ", ".join(f"{ident(c)} {self._types[c]}" for c in COLUMNS)
-            self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({ident('event_id')}))", ())
+            self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({EVENT_ID}))", ())
             self.exists = True
         cutoff = utc_naive(dt.datetime.now(dt.UTC)) - KEEP
         ids = [r.event_id for r in batch]
@@ -113,10 +118,10 @@ class DeliveryLog:
             known = {
                 str(r[0])
                 for r in self._run(
-                    f"SELECT event_id FROM {table} WHERE event_id IN ({self._marks(len(ids))})", ids
+                    f"SELECT {EVENT_ID} FROM {table} WHERE {EVENT_ID} IN ({self._marks(len(ids))})", ids
                 )
             }
-            seq = int(self._run(f"SELECT coalesce(max(seq), 0) FROM {table}", ())[0][0])
+            seq = int(self._run(f"SELECT coalesce(max({SEQ}), 0) FROM {table}", ())[0][0])
             for r in batch:
                 if r.event_id in known:
                     self._update(r)
@@ -125,8 +130,8 @@ class DeliveryLog:
                 values, params = self._bind(
                     [r.event_id, utc_naive(r.received_at), r.job_id, r.run_id, r.decision, r.outcome, seq]
                 )
-                self._run(f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(values)})", params)
-            self._run(f"DELETE FROM {table} WHERE received_at < {m(1)}", [cutoff])
+                self._run(f"INSERT INTO {table} ({_ALL}) VALUES ({', '.join(values)})", params)
+            self._run(f"DELETE FROM {table} WHERE {RECEIVED_AT} < {m(1)}", [cutoff])
         except BaseException:
             with contextlib.suppress(StateError):
                 self._run("ROLLBACK", ())
@@ -136,8 +141,8 @@ class DeliveryLog:
     def _update(self, r: DeliveryRecord) -> None:
         (decision, outcome, event_id), params = self._bind([r.decision, r.outcome, r.event_id])
         self._run(
-            f"UPDATE {self._table} SET decision = {decision}, outcome = {outcome} "
-            f"WHERE event_id = {event_id}",
+            f"UPDATE {self._table} SET {DECISION} = {decision}, {OUTCOME} = {outcome} "
+            f"WHERE {EVENT_ID} = {event_id}",
             params,
         )
 
@@ -159,8 +164,7 @@ class DeliveryLog:
         if not self.exists:
             return []
         rows = self._run(
-            f"SELECT {DELIVERY_COLUMNS} FROM {self._table} ORDER BY received_at DESC, seq DESC "
-            f"LIMIT {int(limit)}",
+            f"SELECT {_RECORD} FROM {self._table} ORDER BY {RECEIVED_AT} DESC, {SEQ} DESC LIMIT {int(limit)}",
             (),
         )
         return [DeliveryRecord.from_row(r) for r in rows]
@@ -169,4 +173,4 @@ class DeliveryLog:
         """Every event id in the log."""
         if not self.exists:
             return set()
-        return {str(r[0]) for r in self._run(f"SELECT event_id FROM {self._table}", ())}
+        return {str(r[0]) for r in self._run(f"SELECT {EVENT_ID} FROM {self._table}", ())}
