@@ -211,6 +211,11 @@ def test_a_local_state_file_keeps_the_log_and_the_warehouse_untouched(
     assert seen == {"e1", "e2"} and {r.event_id: r.outcome for r in listed} == {"e1": "success", "e2": None}
     assert "heap_dbt" not in warehouse.schemas(wh_project)
     assert kept(wh_project) == ([], set())  # the warehouse's own state is another place
+    with engine.open_state(options(wh_project, state_path=path), writable=False) as state:
+        assert state is not None
+        with pytest.raises(StateError, match="read-only"):
+            state.record_deliveries([delivery("e3")])
+    assert kept(wh_project, state_path=path)[1] == {"e1", "e2"}
 
 
 def test_a_sync_while_the_state_is_open_for_writing_fails_clearly_and_sends_nothing(
