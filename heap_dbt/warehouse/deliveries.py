@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from heap_dbt.errors import StateError
@@ -29,7 +30,7 @@ COLUMNS = ("event_id", "received_at", "job_id", "run_id", "decision", "outcome",
 """The table's columns: ``DeliveryRecord``'s fields, then ``seq``, which orders deliveries
 received at the same instant. Quoted in every statement, as created (Snowflake folds an
 unquoted name to upper case)."""
-EVENT_ID, RECEIVED_AT, _, _, DECISION, OUTCOME, SEQ = (ident(c) for c in COLUMNS)
+_EVENT_ID, _RECEIVED_AT, _, _, _DECISION, _OUTCOME, _SEQ = (ident(c) for c in COLUMNS)
 _ALL = ", ".join(ident(c) for c in COLUMNS)
 _RECORD = ", ".join(ident(c) for c in COLUMNS[:-1])
 
@@ -45,15 +46,9 @@ def merge(records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
     for record in records:
         first = merged.get(record.event_id)
         merged[record.event_id] = (
-            record if first is None else _with(first, decision=record.decision, outcome=record.outcome)
+            record if first is None else replace(first, decision=record.decision, outcome=record.outcome)
         )
     return list(merged.values())
-
-
-def _with(record: DeliveryRecord, *, decision: str, outcome: str | None) -> DeliveryRecord:
-    return DeliveryRecord(
-        record.event_id, record.received_at, record.job_id, record.run_id, decision, outcome
-    )
 
 
 def utc_naive(moment: dt.datetime) -> dt.datetime:
@@ -109,7 +104,7 @@ class DeliveryLog:
         table, m = self._table, self._mark
         if not self.exists:
             cols = ", ".join(f"{ident(c)} {self._types[c]}" for c in COLUMNS)
-            self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({EVENT_ID}))", ())
+            self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({_EVENT_ID}))", ())
             self.exists = True
         cutoff = utc_naive(dt.datetime.now(dt.UTC)) - KEEP
         ids = [r.event_id for r in batch]
@@ -118,10 +113,10 @@ class DeliveryLog:
             known = {
                 str(r[0])
                 for r in self._run(
-                    f"SELECT {EVENT_ID} FROM {table} WHERE {EVENT_ID} IN ({self._marks(len(ids))})", ids
+                    f"SELECT {_EVENT_ID} FROM {table} WHERE {_EVENT_ID} IN ({self._marks(len(ids))})", ids
                 )
             }
-            seq = int(self._run(f"SELECT coalesce(max({SEQ}), 0) FROM {table}", ())[0][0])
+            seq = int(self._run(f"SELECT coalesce(max({_SEQ}), 0) FROM {table}", ())[0][0])
             for r in batch:
                 if r.event_id in known:
                     self._update(r)
@@ -131,7 +126,7 @@ class DeliveryLog:
                     [r.event_id, utc_naive(r.received_at), r.job_id, r.run_id, r.decision, r.outcome, seq]
                 )
                 self._run(f"INSERT INTO {table} ({_ALL}) VALUES ({', '.join(values)})", params)
-            self._run(f"DELETE FROM {table} WHERE {RECEIVED_AT} < {m(1)}", [cutoff])
+            self._run(f"DELETE FROM {table} WHERE {_RECEIVED_AT} < {m(1)}", [cutoff])
         except BaseException:
             with contextlib.suppress(StateError):
                 self._run("ROLLBACK", ())
@@ -141,8 +136,8 @@ class DeliveryLog:
     def _update(self, r: DeliveryRecord) -> None:
         (decision, outcome, event_id), params = self._bind([r.decision, r.outcome, r.event_id])
         self._run(
-            f"UPDATE {self._table} SET {DECISION} = {decision}, {OUTCOME} = {outcome} "
-            f"WHERE {EVENT_ID} = {event_id}",
+            f"UPDATE {self._table} SET {_DECISION} = {decision}, {_OUTCOME} = {outcome} "
+            f"WHERE {_EVENT_ID} = {event_id}",
             params,
         )
 
@@ -164,7 +159,8 @@ class DeliveryLog:
         if not self.exists:
             return []
         rows = self._run(
-            f"SELECT {_RECORD} FROM {self._table} ORDER BY {RECEIVED_AT} DESC, {SEQ} DESC LIMIT {int(limit)}",
+            f"SELECT {_RECORD} FROM {self._table} ORDER BY {_RECEIVED_AT} DESC, {_SEQ} DESC "
+            f"LIMIT {int(limit)}",
             (),
         )
         return [DeliveryRecord.from_row(r) for r in rows]
@@ -173,4 +169,4 @@ class DeliveryLog:
         """Every event id in the log."""
         if not self.exists:
             return set()
-        return {str(r[0]) for r in self._run(f"SELECT {EVENT_ID} FROM {self._table}", ())}
+        return {str(r[0]) for r in self._run(f"SELECT {_EVENT_ID} FROM {self._table}", ())}
