@@ -542,7 +542,8 @@ def _state_path(options: SyncOptions, paths: ProjectPaths) -> Path | None:
 @contextlib.contextmanager
 def open_state(options: SyncOptions, *, writable: bool) -> Iterator[StateStore | None]:
     """The sync state of ``options``' project and target, outside a sync (``heap-dbt history``,
-    the webhook delivery log of ``heap-dbt serve``); None when read-only and no state exists.
+    the webhook delivery log of ``heap-dbt serve``); None when read-only and no state exists
+    (no sync has written one yet), where a writable open would create it.
 
     Writable, it takes the state's lock as a sync does (a second writer fails with a
     StateError), creating the state if there is none. Everything it opened is closed when
@@ -560,7 +561,8 @@ def open_state(options: SyncOptions, *, writable: bool) -> Iterator[StateStore |
         target, project_dir=paths.project_dir, writable=writable, state_path=_state_path(options, paths)
     )
     try:
-        yield reader.state(schema=options.state_schema, writable=writable)
+        state = reader.state(schema=options.state_schema, writable=writable)
+        yield state if state is not None and (writable or state.exists) else None
     finally:
         reader.close()
 

@@ -78,7 +78,8 @@ class DeliveryRecord:
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> DeliveryRecord:
-        """A row of ``SELECT {DELIVERY_COLUMNS}``; its naive UTC timestamp made tz-aware."""
+        """A row of the log's first six columns (``heap_dbt.warehouse.deliveries.COLUMNS``, this
+        class's fields in order); its naive UTC timestamp made tz-aware."""
         received_at = row[1]
         if received_at.tzinfo is None:
             received_at = received_at.replace(tzinfo=dt.UTC)
@@ -91,9 +92,6 @@ class DeliveryRecord:
             outcome=None if row[5] is None else str(row[5]),
         )
 
-
-DELIVERY_COLUMNS = "event_id, received_at, job_id, run_id, decision, outcome"
-"""The delivery log's columns in the order ``DeliveryRecord.from_row`` reads them."""
 
 _COUNTS = ("read", "sent", "unchanged", "rejected", "failed", "removed")
 RUN_LOG_COLUMNS = (

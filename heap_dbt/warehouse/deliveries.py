@@ -16,17 +16,23 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident
-from heap_dbt.state import DELIVERY_COLUMNS, DeliveryRecord
+from heap_dbt.state import DeliveryRecord
 
 DELIVERIES_TABLE = "webhook_deliveries"
 KEEP = dt.timedelta(days=30)
 """Deliveries older than this are dropped whenever new ones are recorded."""
 COLUMNS = ("event_id", "received_at", "job_id", "run_id", "decision", "outcome", "seq")
-"""The table's columns; ``seq`` orders deliveries received at the same instant."""
+"""The table's columns: ``DeliveryRecord``'s fields, then ``seq``, which orders deliveries
+received at the same instant. Quoted in every statement, as created (Snowflake folds an
+unquoted name to upper case)."""
+_EVENT_ID, _RECEIVED_AT, _, _, _DECISION, _OUTCOME, _SEQ = (ident(c) for c in COLUMNS)
+_ALL = ", ".join(ident(c) for c in COLUMNS)
+_RECORD = ", ".join(ident(c) for c in COLUMNS[:-1])
 
 Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Run one statement with parameters; its rows (none for a statement without a result).
@@ -40,15 +46,9 @@ def merge(records: Sequence[DeliveryRecord]) -> list[DeliveryRecord]:
     for record in records:
         first = merged.get(record.event_id)
         merged[record.event_id] = (
-            record if first is None else _with(first, decision=record.decision, outcome=record.outcome)
+            record if first is None else replace(first, decision=record.decision, outcome=record.outcome)
         )
     return list(merged.values())
-
-
-def _with(record: DeliveryRecord, *, decision: str, outcome: str | None) -> DeliveryRecord:
-    return DeliveryRecord(
-        record.event_id, record.received_at, record.job_id, record.run_id, decision, outcome
-    )
 
 
 def utc_naive(moment: dt.datetime) -> dt.datetime:
@@ -104,7 +104,7 @@ class DeliveryLog:
         table, m = self._table, self._mark
         if not self.exists:
             cols = ", ".join(f"{ident(c)} {self._types[c]}" for c in COLUMNS)
-            self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({ident('event_id')}))", ())
+            self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({_EVENT_ID}))", ())
             self.exists = True
         cutoff = utc_naive(dt.datetime.now(dt.UTC)) - KEEP
         ids = [r.event_id for r in batch]
@@ -113,10 +113,10 @@ class DeliveryLog:
             known = {
                 str(r[0])
                 for r in self._run(
-                    f"SELECT event_id FROM {table} WHERE event_id IN ({self._marks(len(ids))})", ids
+                    f"SELECT {_EVENT_ID} FROM {table} WHERE {_EVENT_ID} IN ({self._marks(len(ids))})", ids
                 )
             }
-            seq = int(self._run(f"SELECT coalesce(max(seq), 0) FROM {table}", ())[0][0])
+            seq = int(self._run(f"SELECT coalesce(max({_SEQ}), 0) FROM {table}", ())[0][0])
             for r in batch:
                 if r.event_id in known:
                     self._update(r)
@@ -125,8 +125,8 @@ class DeliveryLog:
                 values, params = self._bind(
                     [r.event_id, utc_naive(r.received_at), r.job_id, r.run_id, r.decision, r.outcome, seq]
                 )
-                self._run(f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join(values)})", params)
-            self._run(f"DELETE FROM {table} WHERE received_at < {m(1)}", [cutoff])
+                self._run(f"INSERT INTO {table} ({_ALL}) VALUES ({', '.join(values)})", params)
+            self._run(f"DELETE FROM {table} WHERE {_RECEIVED_AT} < {m(1)}", [cutoff])
         except BaseException:
             with contextlib.suppress(StateError):
                 self._run("ROLLBACK", ())
@@ -136,8 +136,8 @@ class DeliveryLog:
     def _update(self, r: DeliveryRecord) -> None:
         (decision, outcome, event_id), params = self._bind([r.decision, r.outcome, r.event_id])
         self._run(
-            f"UPDATE {self._table} SET decision = {decision}, outcome = {outcome} "
-            f"WHERE event_id = {event_id}",
+            f"UPDATE {self._table} SET {_DECISION} = {decision}, {_OUTCOME} = {outcome} "
+            f"WHERE {_EVENT_ID} = {event_id}",
             params,
         )
 
@@ -159,7 +159,7 @@ class DeliveryLog:
         if not self.exists:
             return []
         rows = self._run(
-            f"SELECT {DELIVERY_COLUMNS} FROM {self._table} ORDER BY received_at DESC, seq DESC "
+            f"SELECT {_RECORD} FROM {self._table} ORDER BY {_RECEIVED_AT} DESC, {_SEQ} DESC "
             f"LIMIT {int(limit)}",
             (),
         )
@@ -169,4 +169,4 @@ class DeliveryLog:
         """Every event id in the log."""
         if not self.exists:
             return set()
-        return {str(r[0]) for r in self._run(f"SELECT event_id FROM {self._table}", ())}
+        return {str(r[0]) for r in self._run(f"SELECT {_EVENT_ID} FROM {self._table}", ())}

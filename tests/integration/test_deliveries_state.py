@@ -43,9 +43,11 @@ def record(project: Path, *records: DeliveryRecord, **kwargs: object) -> None:
 
 
 def kept(project: Path, *, limit: int = 50, **kwargs: object) -> tuple[list[DeliveryRecord], set[str]]:
-    """The deliveries (newest first) and the seen event ids, from a state opened read-only."""
+    """The deliveries (newest first) and the seen event ids, from a state opened read-only
+    (none at all when there is no state)."""
     with engine.open_state(options(project, **kwargs), writable=False) as state:
-        assert state is not None
+        if state is None:
+            return [], set()
         return state.deliveries(limit=limit), state.seen_event_ids()
 
 
@@ -175,13 +177,12 @@ def test_the_log_survives_closing_and_syncs_in_between(wh_project: Path, emulato
     assert {r.event_id: r.outcome for r in listed}["e1"] == "success: sent 36"
 
 
-def test_a_read_only_state_reads_what_is_kept_and_refuses_to_write(wh_project: Path) -> None:
+def test_a_read_only_state_reads_what_is_kept_and_refuses_to_write(
+    wh_project: Path, warehouse: Warehouse
+) -> None:
     with engine.open_state(options(wh_project), writable=False) as state:
-        assert state is not None and not state.exists  # no sync ran: no state yet
-        assert state.deliveries(limit=5) == [] and state.seen_event_ids() == set()
-        with pytest.raises(StateError, match="read-only"):
-            state.record_deliveries([delivery("e1")])
-    assert kept(wh_project) == ([], set())
+        assert state is None  # nothing wrote a state yet, and a read-only open creates none
+    assert "heap_dbt" not in warehouse.schemas(wh_project)
 
     record(wh_project, delivery("e1"))
     with engine.open_state(options(wh_project), writable=False) as state:
@@ -210,7 +211,13 @@ def test_a_local_state_file_keeps_the_log_and_the_warehouse_untouched(
     listed, seen = kept(wh_project, state_path=path)
     assert seen == {"e1", "e2"} and {r.event_id: r.outcome for r in listed} == {"e1": "success", "e2": None}
     assert "heap_dbt" not in warehouse.schemas(wh_project)
-    assert kept(wh_project) == ([], set())  # the warehouse's own state is another place
+    with engine.open_state(options(wh_project), writable=False) as state:
+        assert state is None  # the warehouse's own state is another place, and there is none
+    with engine.open_state(options(wh_project, state_path=path), writable=False) as state:
+        assert state is not None
+        with pytest.raises(StateError, match="read-only"):
+            state.record_deliveries([delivery("e3")])
+    assert kept(wh_project, state_path=path)[1] == {"e1", "e2"}
 
 
 def test_a_sync_while_the_state_is_open_for_writing_fails_clearly_and_sends_nothing(
