@@ -339,3 +339,30 @@ def test_the_token_is_not_in_help() -> None:
     )
     assert proc.returncode == 0 and "--dbt-cloud-token" in proc.stdout and "--wait-timeout" in proc.stdout
     assert "dbtc_in-the-environment" not in proc.stdout
+
+
+async def test_the_python_api_syncs_a_cloud_run_on_the_running_loop(
+    artifacts: Artifacts, local: Path, dbt_cloud: FakeDbtCloud, emulator: RunningEmulator
+) -> None:
+    import heap_dbt
+
+    dbt_cloud.add_run(200, job_id=2, status=20, steps=[
+        Step("Invoke dbt with `dbt run`", artifacts.failed_run, status=20), Step(DOCS, artifacts.failed_docs),
+    ])  # fmt: skip
+    cloud = heap_dbt.CloudConfig.resolve(cloud_env(dbt_cloud))
+
+    report = await heap_dbt.sync_cloud_async(
+        cloud=cloud, run_id=200, project_dir=local, app_id=APP_ID, base_url=emulator.url, env=clean_env()
+    )
+
+    assert report.exit_code == 1 and report.dbt_success is False
+    assert (
+        report.dbt_cloud is not None
+        and report.dbt_cloud["run_id"] == 200
+        and report.dbt_cloud["steps"] == [4]
+    )
+    assert [m.model for m in report.skipped] == ["heap_users"]
+    assert received(emulator) == (0, ACCOUNTS, EVENTS)
+    assert report.warnings == [
+        "dbt Cloud run 200 failed (status error); heap-dbt synced only the models that succeeded in it."
+    ]
