@@ -222,6 +222,7 @@ def test_a_job_with_two_run_steps_gates_on_both(
     assert proc.returncode == 0, proc.stderr
     assert received(emulator) == (USERS, ACCOUNTS, EVENTS)
     assert results_file(local)["dbt_cloud"]["steps"] == [4, 6]
+    assert proc.stdout.startswith("dbt Cloud run 300 of job 3, the results of steps 4, 6.\n")
     assert "SKIP" not in proc.stdout and "Warning" not in proc.stderr
 
 
