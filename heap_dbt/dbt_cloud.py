@@ -33,7 +33,6 @@ STATUS_NAMES = {1: "queued", 2: "starting", 3: "running", 10: "success", 20: "er
 FINISHED = frozenset({10, 20, 30})
 POLL_SECONDS = 10.0
 """How often --wait asks whether the run has finished."""
-DEFAULT_WAIT_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
