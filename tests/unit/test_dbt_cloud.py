@@ -395,3 +395,12 @@ def test_run_and_job_are_exclusive() -> None:
         asyncio.run(fetch_artifacts(CloudConfig.resolve(ENV), clock=FakeClock()))
     with pytest.raises(ConfigError, match="exactly one"):
         asyncio.run(fetch_artifacts(CloudConfig.resolve(ENV), run_id=1, job_id=2, clock=FakeClock()))
+
+
+def test_the_client_module_does_not_import_aiohttp_until_it_fetches() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, heap_dbt.dbt_cloud, heap_dbt.api; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
