@@ -11,19 +11,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
-
-from heap_dbt import __version__
 from heap_dbt.clock import Clock, SystemClock
+from heap_dbt.dbt_cloud_api import AdminClient
 from heap_dbt.errors import (
     ConfigError,
-    DbtCloudAuthError,
     DbtCloudError,
     DbtCloudNotFoundError,
-    DbtCloudUnreachableError,
     ManifestError,
     NoArtifactsError,
     RunNotFinishedError,
@@ -31,21 +27,12 @@ from heap_dbt.errors import (
 from heap_dbt.manifest import RUN_COMMANDS, RunResults, parse_run_results
 from heap_dbt.urls import is_loopback
 
-if TYPE_CHECKING:
-    import aiohttp
-
 DEFAULT_HOST = "cloud.getdbt.com"
 SUCCESS = 10
 STATUS_NAMES = {1: "queued", 2: "starting", 3: "running", 10: "success", 20: "error", 30: "cancelled"}
 FINISHED = frozenset({10, 20, 30})
 POLL_SECONDS = 10.0
 """How often --wait asks whether the run has finished."""
-DEFAULT_WAIT_SECONDS = 3600.0
-REQUEST_TIMEOUT = 60.0
-"""Seconds for one request, the body included (a large manifest takes a while)."""
-MAX_ATTEMPTS = 4
-"""Attempts per request on 429, 5xx, a connection error or a timeout (the Admin API rate-limits)."""
-BACKOFF_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -78,6 +65,11 @@ class CloudConfig:
             raise ConfigError(
                 "No dbt Cloud API token; set DBT_CLOUD_API_TOKEN to a service token that can read the "
                 "job's runs (or pass --dbt-cloud-token)."
+            )
+        if any(c.isspace() or not c.isprintable() for c in token):
+            raise ConfigError(
+                "The dbt Cloud API token holds spaces or control characters; set DBT_CLOUD_API_TOKEN (or "
+                "--dbt-cloud-token) to the token alone, as dbt Cloud showed it."
             )
         raw_account = account_id if account_id is not None else env.get("DBT_CLOUD_ACCOUNT_ID")
         if raw_account is None or str(raw_account).strip() == "":
@@ -203,101 +195,6 @@ def union_results(parts: Sequence[RunResults]) -> RunResults:
     )
 
 
-class _Api:
-    """GET requests to one account of the Admin API v2, retried on 429 and 5xx."""
-
-    def __init__(self, cloud: CloudConfig, session: aiohttp.ClientSession, clock: Clock) -> None:
-        self.cloud = cloud
-        self.session = session
-        self.clock = clock
-        self.prefix = f"{cloud.base_url}/api/v2/accounts/{cloud.account_id}/"
-
-    async def raw(self, path: str, *, what: str, params: Mapping[str, str] | None = None) -> bytes:
-        import aiohttp
-
-        problem, delay = "", 0.0
-        for attempt in range(MAX_ATTEMPTS):
-            if attempt:
-                await self.clock.sleep(delay)
-            delay = BACKOFF_SECONDS * 2**attempt
-            try:
-                async with self.session.get(self.prefix + path, params=params or {}) as resp:
-                    body = await resp.read()
-                    status, retry_after = resp.status, resp.headers.get("Retry-After")
-            except aiohttp.ClientConnectorDNSError as exc:
-                raise self._unreachable(f"its name does not resolve: {exc.os_error}") from exc
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise self._unreachable(
-                    f"its TLS certificate could not be verified: {exc.certificate_error}"
-                ) from exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                problem = (
-                    f"no answer within {REQUEST_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else str(exc)
-                )
-                continue
-            if status < 300:
-                return body
-            if status == 429 or status >= 500:
-                problem = f"HTTP {status}"
-                delay = max(delay, _seconds(retry_after))
-                continue
-            raise self._refused(status, body, what=what)
-        raise self._unreachable(f"{problem}, {MAX_ATTEMPTS} times, for {what}")
-
-    async def data(self, path: str, *, what: str, params: Mapping[str, str] | None = None) -> Any:
-        body = await self.raw(path, what=what, params=params)
-        try:
-            doc = msgspec.json.decode(body)
-        except msgspec.DecodeError:
-            doc = None
-        if not isinstance(doc, dict) or "data" not in doc:
-            raise DbtCloudError(
-                f"dbt Cloud at {self.cloud.base_url} answered for {what} with something that is not "
-                "Admin API v2 JSON; check DBT_CLOUD_HOST (or --dbt-cloud-host)."
-            )
-        return doc["data"]
-
-    def _unreachable(self, why: str) -> DbtCloudUnreachableError:
-        return DbtCloudUnreachableError(
-            f"Cannot reach dbt Cloud at {self.cloud.base_url} ({why}); check DBT_CLOUD_HOST "
-            "(or --dbt-cloud-host) and the network, or try again later."
-        )
-
-    def _refused(self, status: int, body: bytes, *, what: str) -> DbtCloudError:
-        if status in (401, 403):
-            return DbtCloudAuthError(
-                f"dbt Cloud refused the API token (HTTP {status}) for {what}; set DBT_CLOUD_API_TOKEN "
-                "(or --dbt-cloud-token) to a service token that can read this account's jobs and runs.",
-                status=status,
-            )
-        if status == 404:
-            return DbtCloudNotFoundError(
-                f"dbt Cloud at {self.cloud.base_url} has no {what} (HTTP 404); check the ID, and "
-                "DBT_CLOUD_ACCOUNT_ID and DBT_CLOUD_HOST.",
-                status=status,
-            )
-        return DbtCloudError(
-            f"dbt Cloud answered HTTP {status} for {what}{_user_message(body)}.", status=status
-        )
-
-
-def _seconds(value: str | None) -> float:
-    try:
-        return min(max(float(value or 0), 0.0), 60.0)
-    except ValueError:
-        return 0.0
-
-
-def _user_message(body: bytes) -> str:
-    """dbt Cloud's own explanation of a refusal, short, if it gave one."""
-    try:
-        doc = msgspec.json.decode(body)
-        message = doc["status"]["user_message"]
-    except (msgspec.DecodeError, KeyError, TypeError):
-        return ""
-    return f": {str(message)[:200]}" if message else ""
-
-
 def _status(run: Mapping[str, Any]) -> int:
     status = run.get("status")
     return status if isinstance(status, int) else 0
@@ -308,17 +205,31 @@ def _finished(run: Mapping[str, Any]) -> bool:
     return bool(complete) if isinstance(complete, bool) else _status(run) in FINISHED
 
 
-async def _run(api: _Api, run_id: int) -> dict[str, Any]:
-    run = await api.data(
-        f"runs/{run_id}/", what=f"run {run_id} in account {api.cloud.account_id}",
-        params={"include_related": "['run_steps','job']"},
-    )  # fmt: skip
+async def _unknown_account(api: AdminClient, exc: DbtCloudNotFoundError) -> DbtCloudNotFoundError:
+    """The 404 to report: of the account, when that is what dbt Cloud does not know."""
+    if await api.account_missing():
+        return DbtCloudNotFoundError(
+            f"dbt Cloud at {api.cloud.base_url} has no account {api.cloud.account_id} (HTTP 404); check "
+            "DBT_CLOUD_ACCOUNT_ID (or --dbt-cloud-account-id) and DBT_CLOUD_HOST.",
+            status=404,
+        )
+    return exc
+
+
+async def _run(api: AdminClient, run_id: int) -> dict[str, Any]:
+    try:
+        run = await api.data(
+            f"runs/{run_id}/", what=f"run {run_id} in account {api.cloud.account_id}",
+            params={"include_related": "['run_steps','job']"},
+        )  # fmt: skip
+    except DbtCloudNotFoundError as exc:
+        raise await _unknown_account(api, exc) from exc
     if not isinstance(run, dict):
         raise DbtCloudNotFoundError(f"dbt Cloud returned no run {run_id}; check the run ID.")
     return run
 
 
-async def _wait(api: _Api, run: dict[str, Any], *, wait: float | None, poll: float) -> dict[str, Any]:
+async def _wait(api: AdminClient, run: dict[str, Any], *, wait: float | None, poll: float) -> dict[str, Any]:
     """The run once it has finished, polling every ``poll`` s for up to ``wait`` s."""
     run_id = int(run["id"])
     if _finished(run):
@@ -342,10 +253,13 @@ async def _wait(api: _Api, run: dict[str, Any], *, wait: float | None, poll: flo
     return run
 
 
-async def _job_run(api: _Api, job_id: int, *, wait: float | None, poll: float) -> dict[str, Any]:
+async def _job_run(api: AdminClient, job_id: int, *, wait: float | None, poll: float) -> dict[str, Any]:
     """The job's latest successful run, after waiting for a run in progress when ``wait`` is given."""
     account = api.cloud.account_id
-    await api.data(f"jobs/{job_id}/", what=f"job {job_id} in account {account}")
+    try:
+        await api.data(f"jobs/{job_id}/", what=f"job {job_id} in account {account}")
+    except DbtCloudNotFoundError as exc:
+        raise await _unknown_account(api, exc) from exc
     if wait is not None:
         newest = await api.data(
             "runs/", what=f"the runs of job {job_id}",
@@ -365,7 +279,7 @@ async def _job_run(api: _Api, job_id: int, *, wait: float | None, poll: float) -
     return await _run(api, int(found[0]["id"]))
 
 
-async def _artifacts(api: _Api, run: dict[str, Any]) -> CloudArtifacts:
+async def _artifacts(api: AdminClient, run: dict[str, Any]) -> CloudArtifacts:
     run_id = int(run["id"])
     if run.get("artifacts_saved") is False:
         raise NoArtifactsError(
@@ -445,19 +359,7 @@ async def fetch_artifacts(
     """
     if (run_id is None) == (job_id is None):
         raise ConfigError("Give exactly one of --dbt-cloud-run RUN_ID and --dbt-cloud-job JOB_ID.")
-    import aiohttp
-
-    clock = clock or SystemClock()
-    headers = {
-        "Authorization": f"Token {cloud.token}",
-        "Accept": "application/json",
-        "User-Agent": f"heap-dbt/{__version__}",
-    }
-    async with aiohttp.ClientSession(
-        headers=headers, timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT), raise_for_status=False
-    ) as session:
-        api = _Api(cloud, session, clock)
-        await api.data("", what=f"account {cloud.account_id}")
+    async with AdminClient(cloud, clock=clock or SystemClock()) as api:
         if job_id is not None:
             run = await _job_run(api, job_id, wait=wait, poll=poll_interval)
         else:

@@ -194,6 +194,11 @@ class SyncReport:
         labels = [s.model + s.meta_path.removeprefix("config.meta.heap") for s in self.syncs]
         width = max(len(label) for label in [*labels, *(m.model for m in self.skipped)])
         head = "DRY RUN: nothing was sent.\n" if self.dry_run else ""
+        if self.dbt_cloud is not None:
+            cloud = self.dbt_cloud
+            job = f" of job {cloud['job_id']}" if cloud.get("job_id") is not None else ""
+            steps = ", ".join(str(s) for s in cloud.get("steps", []))
+            head += f"dbt Cloud run {cloud['run_id']}{job}, the results of steps {steps}.\n"
         out.write(head)
         for s in self.syncs:
             label = s.model + s.meta_path.removeprefix("config.meta.heap")

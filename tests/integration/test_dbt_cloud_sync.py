@@ -11,85 +11,25 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from heap_dbt.emulator import RunningEmulator
-from tests.conftest import APP_ID, BIN, clean_env, dbt, heap_dbt
+from tests.conftest import APP_ID, clean_env, heap_dbt
+from tests.dbt_cloud_artifacts import ACCOUNTS, EVENTS, USERS, Artifacts, build_cloud_artifacts, cloud_env
 from tests.fake_dbt_cloud import FakeDbtCloud, Step
 
 pytestmark = pytest.mark.integration
 
-USERS, ACCOUNTS, EVENTS = 36, 12, 40
-"""Rows of heap_users, heap_accounts and heap_purchases in the sample project."""
 BUILD = "Invoke dbt with `dbt build`"
 DOCS = "Invoke dbt with `dbt docs generate`"
-BREAK = json.dumps({"break_heap_users": True})
-
-
-@dataclass(frozen=True)
-class Artifacts:
-    """What real dbt commands wrote, per command, and the project whose warehouse they built."""
-
-    project: Path
-    build: dict[str, bytes]
-    docs: dict[str, bytes]
-    run_users: dict[str, bytes]
-    run_others: dict[str, bytes]
-    failed_run: dict[str, bytes]
-    failed_docs: dict[str, bytes]
-    run_operation: dict[str, bytes]
-
-
-def _dbt_may_fail(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "dbt"), *args, "--profiles-dir", "."],
-        cwd=project, env=clean_env(), capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-
-
-def _saved(project: Path) -> dict[str, bytes]:
-    target = project / "target"
-    return {name: (target / name).read_bytes() for name in ("run_results.json", "manifest.json")}
 
 
 @pytest.fixture(scope="module")
 def artifacts(built_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
-    """Run the dbt commands of every scenario's steps on one copy of the built sample."""
-    project = tmp_path_factory.mktemp("cloud") / "heap_demo"
-    shutil.copytree(built_sample, project)
-    build = _saved(project)  # the session's `dbt build`
-    (project / "macros" / "heap_demo_noop.sql").write_text("{% macro heap_demo_noop() %}{% endmacro %}\n")
-    dbt(project, "docs", "generate", "--quiet")
-    docs = _saved(project)
-    dbt(project, "run", "-s", "heap_users", "--quiet")
-    run_users = _saved(project)
-    dbt(project, "run", "-s", "heap_accounts", "heap_purchases", "--quiet")
-    run_others = _saved(project)
-    dbt(project, "run-operation", "heap_demo_noop", "--quiet")
-    run_operation = _saved(project)
-    sql = project / "models" / "marts" / "heap_users.sql"
-    text = sql.read_text()
-    assert "order by u.user_id" in text
-    sql.write_text(text.replace(
-        "order by u.user_id",
-        "{% if var('break_heap_users', false) %}where no_such_column{% endif %}\norder by u.user_id",
-    ))  # fmt: skip
-    proc = _dbt_may_fail(project, "run", "--vars", BREAK)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    failed_run = _saved(project)
-    dbt(project, "docs", "generate", "--vars", BREAK, "--quiet")
-    failed_docs = _saved(project)
-    statuses = {r["unique_id"]: r["status"] for r in json.loads(failed_docs["run_results.json"])["results"]}
-    assert statuses["model.heap_demo.heap_users"] == "success"  # the trap: docs generate says so
-    assert json.loads(run_operation["run_results.json"])["args"]["which"] == "run-operation"
-    # What a sync that read the local target/ would gate on: only heap_accounts was built.
-    dbt(project, "run", "-s", "heap_accounts", "--vars", BREAK, "--quiet")
-    return Artifacts(project, build, docs, run_users, run_others, failed_run, failed_docs, run_operation)
+    return build_cloud_artifacts(built_sample, tmp_path_factory.mktemp("cloud") / "heap_demo")
 
 
 @pytest.fixture
@@ -99,15 +39,6 @@ def local(artifacts: Artifacts, tmp_path: Path) -> Path:
     dest = tmp_path / "heap_demo"
     shutil.copytree(artifacts.project, dest)
     return dest
-
-
-def cloud_env(cloud: FakeDbtCloud, **extra: str) -> dict[str, str]:
-    return {
-        "DBT_CLOUD_HOST": cloud.url,
-        "DBT_CLOUD_ACCOUNT_ID": str(cloud.account_id),
-        "DBT_CLOUD_API_TOKEN": cloud.token,
-        **extra,
-    }
 
 
 def sync(project: Path, cloud: FakeDbtCloud, emulator: RunningEmulator, *args: str, **env: str) -> Any:
@@ -222,6 +153,7 @@ def test_a_job_with_two_run_steps_gates_on_both(
     assert proc.returncode == 0, proc.stderr
     assert received(emulator) == (USERS, ACCOUNTS, EVENTS)
     assert results_file(local)["dbt_cloud"]["steps"] == [4, 6]
+    assert proc.stdout.startswith("dbt Cloud run 300 of job 3, the results of steps 4, 6.\n")
     assert "SKIP" not in proc.stdout and "Warning" not in proc.stderr
 
 
@@ -339,3 +271,30 @@ def test_the_token_is_not_in_help() -> None:
     )
     assert proc.returncode == 0 and "--dbt-cloud-token" in proc.stdout and "--wait-timeout" in proc.stdout
     assert "dbtc_in-the-environment" not in proc.stdout
+
+
+async def test_the_python_api_syncs_a_cloud_run_on_the_running_loop(
+    artifacts: Artifacts, local: Path, dbt_cloud: FakeDbtCloud, emulator: RunningEmulator
+) -> None:
+    import heap_dbt
+
+    dbt_cloud.add_run(200, job_id=2, status=20, steps=[
+        Step("Invoke dbt with `dbt run`", artifacts.failed_run, status=20), Step(DOCS, artifacts.failed_docs),
+    ])  # fmt: skip
+    cloud = heap_dbt.CloudConfig.resolve(cloud_env(dbt_cloud))
+
+    report = await heap_dbt.sync_cloud_async(
+        cloud=cloud, run_id=200, project_dir=local, app_id=APP_ID, base_url=emulator.url, env=clean_env()
+    )
+
+    assert report.exit_code == 1 and report.dbt_success is False
+    assert (
+        report.dbt_cloud is not None
+        and report.dbt_cloud["run_id"] == 200
+        and report.dbt_cloud["steps"] == [4]
+    )
+    assert [m.model for m in report.skipped] == ["heap_users"]
+    assert received(emulator) == (0, ACCOUNTS, EVENTS)
+    assert report.warnings == [
+        "dbt Cloud run 200 failed (status error); heap-dbt synced only the models that succeeded in it."
+    ]

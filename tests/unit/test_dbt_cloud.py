@@ -95,6 +95,8 @@ def test_hosts_refused(host: str, says: str) -> None:
         pytest.param({"DBT_CLOUD_API_TOKEN": TOKEN}, "DBT_CLOUD_ACCOUNT_ID", id="no-account"),
         pytest.param({**ENV, "DBT_CLOUD_ACCOUNT_ID": "acme"}, "not a positive number", id="account-text"),
         pytest.param({**ENV, "DBT_CLOUD_ACCOUNT_ID": "0"}, "not a positive number", id="account-zero"),
+        pytest.param({**ENV, "DBT_CLOUD_API_TOKEN": f"Token {TOKEN}"}, "spaces", id="token-prefixed"),
+        pytest.param({**ENV, "DBT_CLOUD_API_TOKEN": f"{TOKEN}\r\nX-Evil: 1"}, "control", id="token-newline"),
     ],
 )
 def test_missing_configuration_says_what_to_set(env: dict[str, str], says: str) -> None:
@@ -204,7 +206,7 @@ async def test_the_docs_generate_step_is_not_gated_on(dbt_cloud: FakeDbtCloud) -
     assert got.run_results.invocation_id == "inv-run" and b"inv-run" in got.manifest
     assert got.failed and got.status == 20 and got.job_id == 3
     assert dbt_cloud.paths() == [
-        "", "runs/5/?include_related=['run_steps','job']",
+        "runs/5/?include_related=['run_steps','job']",
         "runs/5/artifacts/run_results.json?step=4", "runs/5/artifacts/manifest.json?step=4",
     ]  # fmt: skip
 
@@ -272,6 +274,15 @@ async def test_refusals_map_to_errors(
     assert dbt_cloud.token not in str(info.value)
 
 
+async def test_the_account_is_asked_for_only_to_explain_a_404(dbt_cloud: FakeDbtCloud) -> None:
+    dbt_cloud.add_run(5, job_id=3, steps=[Step("Invoke dbt with `dbt build`", files("i", "build", {}))])
+    await fetch_artifacts(config(dbt_cloud), run_id=5, clock=FakeClock())
+    assert "" not in dbt_cloud.paths()  # a token that may read runs only need not read the account
+    with pytest.raises(DbtCloudNotFoundError, match="has no run 6 in account 43"):
+        await fetch_artifacts(config(dbt_cloud), run_id=6, clock=FakeClock())
+    assert dbt_cloud.paths()[-2:] == ["runs/6/?include_related=['run_steps','job']", ""]
+
+
 async def test_an_unknown_job(dbt_cloud: FakeDbtCloud) -> None:
     with pytest.raises(DbtCloudNotFoundError, match="has no job 8 in account 43"):
         await fetch_artifacts(config(dbt_cloud), job_id=8, clock=FakeClock())
@@ -293,9 +304,9 @@ async def test_429_and_5xx_are_retried_with_backoff(dbt_cloud: FakeDbtCloud) -> 
 
 
 async def test_repeated_5xx_is_unreachable_after_a_few_attempts(dbt_cloud: FakeDbtCloud) -> None:
-    dbt_cloud.fail("", [502, 502, 502, 502])
+    dbt_cloud.fail("runs/5/", [502, 502, 502, 502])
     clock = FakeClock()
-    with pytest.raises(DbtCloudUnreachableError, match="HTTP 502, 4 times, for account 43"):
+    with pytest.raises(DbtCloudUnreachableError, match="HTTP 502, 4 times, for run 5 in account 43"):
         await fetch_artifacts(config(dbt_cloud), run_id=5, clock=clock)
     assert clock.sleeps == [0.5, 1.0, 2.0]
 
@@ -384,3 +395,12 @@ def test_run_and_job_are_exclusive() -> None:
         asyncio.run(fetch_artifacts(CloudConfig.resolve(ENV), clock=FakeClock()))
     with pytest.raises(ConfigError, match="exactly one"):
         asyncio.run(fetch_artifacts(CloudConfig.resolve(ENV), run_id=1, job_id=2, clock=FakeClock()))
+
+
+def test_the_client_module_does_not_import_aiohttp_until_it_fetches() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, heap_dbt.dbt_cloud, heap_dbt.api; print('aiohttp' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
