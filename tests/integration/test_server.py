@@ -35,6 +35,7 @@ from heap_dbt.engine import open_state
 from heap_dbt.report import SyncReport
 from heap_dbt.server import WebhookServer, serve
 from tests.conftest import APP_ID, BIN, clean_env
+from tests.dbt_cloud_artifacts import ACCOUNTS, EVENTS, USERS, Artifacts, build_cloud_artifacts
 from tests.fake_dbt_cloud import FakeDbtCloud, Step
 from tests.warehouses import Warehouse
 
@@ -641,3 +642,37 @@ async def test_on_every_warehouse_a_delivery_syncs_and_its_replay_after_a_restar
         assert [d.outcome for d in again.server.recent.values()] == [done["outcome"]]
     assert len(emulator.emulator.snapshot()["request_log"]) == received
     assert again.syncs == []
+
+
+@pytest.fixture(scope="module")
+def artifacts(built_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    return build_cloud_artifacts(built_sample, tmp_path_factory.mktemp("cloud") / "heap_demo")
+
+
+@pytest.mark.timeout(120)
+async def test_a_delivery_syncs_by_the_runs_steps_not_the_last_step_or_a_local_target(
+    artifacts: Artifacts, tmp_path: Path, emulator: RunningEmulator, dbt_cloud: FakeDbtCloud
+) -> None:
+    # The local target/ holds `dbt run -s heap_accounts` results; the run's models are in two
+    # `dbt run` steps, then come a run-operation and docs generate (dbt Cloud's last step).
+    local = tmp_path / "heap_demo"
+    shutil.copytree(artifacts.project, local)
+    dbt_cloud.add_run(RUN, job_id=JOB, steps=[
+        Step("Invoke dbt with `dbt run -s heap_users`", artifacts.run_users),
+        Step("Invoke dbt with `dbt run -s heap_accounts heap_purchases`", artifacts.run_others),
+        Step("Invoke dbt with `dbt run-operation heap_demo_noop`", artifacts.run_operation),
+        Step("Invoke dbt with `dbt docs generate`", artifacts.docs),
+    ])  # fmt: skip
+    async with running_server(local, emulator, dbt_cloud) as srv:
+        assert (await srv.post(delivery("wev_steps")))[0] == 202
+        await srv.idle()
+    state = emulator.emulator.snapshot()
+    assert (len(state["users"][APP_ID]), len(state["accounts"][APP_ID]), len(state["events"])) == (
+        USERS, ACCOUNTS, EVENTS,
+    )  # fmt: skip
+    artifact_paths = [p for p in dbt_cloud.paths() if "/artifacts/" in p]
+    assert any(p.endswith("run_results.json?step=4") for p in artifact_paths)
+    assert any(p.endswith("run_results.json?step=5") for p in artifact_paths)
+    assert not any(p.endswith("run_results.json?step=7") for p in artifact_paths)  # docs generate
+    [done] = [e for e in srv.logs if e["event"] == "sync finished"]
+    assert done["outcome"] == f"success: sent {USERS + ACCOUNTS + EVENTS}, unchanged 0, rejected 0, failed 0"
