@@ -90,7 +90,8 @@ class WebhookServer:
         self.jobs = frozenset(jobs)
         self._sync = sync
         self._open_state = open_state
-        self._log = log
+        self.log = log
+        """Writes one structured line (the delivery log on stderr)."""
         self.ready = False
         self.stopping = False
         self.started_at = dt.datetime.now(dt.UTC)
@@ -126,7 +127,7 @@ class WebhookServer:
         return web.json_response({"status": "ok"})
 
     def _refuse(self, status: int, reason: str) -> web.Response:
-        self._log({"event": "delivery refused", "status": status, "reason": reason})
+        self.log({"event": "delivery refused", "status": status, "reason": reason})
         return web.json_response({"status": "refused", "reason": reason}, status=status)
 
     async def _webhook(self, request: web.Request) -> web.Response:
@@ -134,7 +135,7 @@ class WebhookServer:
             return self._refuse(413, f"body of {request.content_length:,} bytes is over 1 MB")
         if self.stopping or not self.ready:
             state = "stopping" if self.stopping else "starting"
-            self._log({"event": "delivery refused", "status": 503, "reason": f"server {state}"})
+            self.log({"event": "delivery refused", "status": 503, "reason": f"server {state}"})
             return web.json_response({"status": state}, status=503, headers={"Retry-After": "30"})
         try:
             body = await request.read()
@@ -153,7 +154,7 @@ class WebhookServer:
         """Decide on a verified delivery and queue what follows; never waits for I/O."""
         entry = {"event": "delivery", "event_id": event.event_id, "job": event.job_id, "run": event.run_id}
         if event.event_id in self._seen:
-            self._log({**entry, "decision": "duplicate"})
+            self.log({**entry, "decision": "duplicate"})
             return web.json_response({"status": "duplicate"})
         self._seen.add(event.event_id)
         decision = webhooks.decide(event, jobs=self.jobs)
@@ -165,7 +166,7 @@ class WebhookServer:
             decision=decision,
         )
         self._keep(record)
-        self._log({**entry, "decision": decision})
+        self.log({**entry, "decision": decision})
         if decision != webhooks.SYNC:
             return web.json_response({"status": "ignored", "reason": decision.removeprefix("ignored: ")})
         self._queue(record)
@@ -243,11 +244,11 @@ class WebhookServer:
             unfinished = record.outcome is None or record.outcome.startswith(RESUMABLE)
             if record.decision == webhooks.SYNC and unfinished and record.job_id in self.jobs:
                 self._queue(record)
-                self._log({"event": "resumed", "event_id": record.event_id, "job": record.job_id,
+                self.log({"event": "resumed", "event_id": record.event_id, "job": record.job_id,
                            "run": record.run_id, "decision": webhooks.SYNC,
                            "reason": f"its sync did not end ({record.outcome or 'no outcome'})"})  # fmt: skip
         self.ready = True
-        self._log({"event": "ready", "seen_event_ids": len(self._seen), "jobs": sorted(self.jobs)})
+        self.log({"event": "ready", "seen_event_ids": len(self._seen), "jobs": sorted(self.jobs)})
 
     async def _flush(self) -> None:
         if not self._unsaved:
@@ -258,7 +259,7 @@ class WebhookServer:
         except Exception as exc:  # the server goes on: a state that is down for a while
             for r in records:  # try again after the next sync; the page still shows them
                 self._unsaved.setdefault(r.event_id, r)
-            self._log({"event": "state error", "error": _error_text(exc)})
+            self.log({"event": "state error", "error": _error_text(exc)})
 
     async def work(self) -> None:
         """Persist deliveries and run the pending syncs, one at a time, until the server stops."""
@@ -281,7 +282,7 @@ class WebhookServer:
 
     async def _run(self, pending: PendingSync) -> None:
         self.in_flight = pending
-        self._log({"event": "sync started", "job": pending.job_id, "run": pending.run_id,
+        self.log({"event": "sync started", "job": pending.job_id, "run": pending.run_id,
                    "event_ids": [d.event_id for d in pending.deliveries]})  # fmt: skip
         counts: dict[str, int] = {}
         self._task = task = asyncio.create_task(self._sync(pending.job_id, pending.run_id))
@@ -301,7 +302,7 @@ class WebhookServer:
         try:
             self.history = await self._state(lambda state: state.history(limit=HISTORY_RUNS))
         except Exception as exc:  # the page shows the run log it read last
-            self._log({"event": "state error", "error": _error_text(exc)})
+            self.log({"event": "state error", "error": _error_text(exc)})
         self.in_flight = None  # only now: the page's run log includes this sync
 
     def _keep_rows(self, report: SyncReport) -> None:
@@ -316,7 +317,7 @@ class WebhookServer:
         for record in pending.deliveries:
             text = outcome if record.run_id == pending.run_id else f"{outcome} (as run {pending.run_id})"
             self._keep(replace(record, outcome=text))
-            self._log({"event": "sync finished", "event_id": record.event_id, "job": pending.job_id,
+            self.log({"event": "sync finished", "event_id": record.event_id, "job": pending.job_id,
                        "run": record.run_id, "synced_run": pending.run_id, "decision": record.decision,
                        "outcome": text, "counts": counts or {}})  # fmt: skip
 
@@ -327,7 +328,7 @@ class WebhookServer:
         task = self._task
         if task is None:
             return
-        self._log({"event": "stopping", "grace_seconds": grace_seconds,
+        self.log({"event": "stopping", "grace_seconds": grace_seconds,
                    "in_flight": {"job": self.in_flight.job_id, "run": self.in_flight.run_id}
                    if self.in_flight else None})  # fmt: skip
         done, _ = await asyncio.wait([task], timeout=grace_seconds)
@@ -360,7 +361,7 @@ async def serve(
         site = web.TCPSite(runner, host, port)
         await site.start()
         bound = runner.addresses[0]
-        server._log({"event": "listening", "url": f"http://{_host(bound[0])}:{bound[1]}"})
+        server.log({"event": "listening", "url": f"http://{_host(bound[0])}:{bound[1]}"})
         worker = asyncio.create_task(server.work())
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([worker, stopped], return_when=asyncio.FIRST_COMPLETED)
@@ -368,15 +369,15 @@ async def serve(
             stopped.cancel()
             worker.result()  # the startup failed: raise its error
             return
-        server._log({"event": "signal", "action": "stopping"})
+        server.log({"event": "signal", "action": "stopping"})
         await server.shutdown(grace_seconds=grace_seconds)
         done, _ = await asyncio.wait([worker], timeout=grace_seconds + CANCEL_WAIT_SECONDS)
         if not done:
             worker.cancel()
             await asyncio.wait([worker], timeout=CANCEL_WAIT_SECONDS)
-        elif worker.exception() is not None:
-            raise worker.exception()  # type: ignore[misc]
-        server._log({"event": "stopped"})
+        else:
+            worker.result()  # raise what ended the worker, if anything did
+        server.log({"event": "stopped"})
     finally:
         for sig in signals:
             loop.remove_signal_handler(sig)
