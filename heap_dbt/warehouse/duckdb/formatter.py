@@ -25,7 +25,7 @@ class ArrowFormatter:
     """An in-memory DuckDB that runs a record query's ``format_sql`` over an Arrow stream."""
 
     def __init__(self, *, memory_limit: str | None = None, threads: int = 2) -> None:
-        self._config = {
+        self._config: dict[str, str | int | float | list[str]] = {
             "memory_limit": memory_limit or FORMAT_MEMORY,
             "preserve_insertion_order": False,
             "threads": threads,
