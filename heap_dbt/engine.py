@@ -17,7 +17,7 @@ import itertools
 import math
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -527,17 +527,35 @@ def _state_path(options: SyncOptions, paths: ProjectPaths) -> Path | None:
     return path
 
 
-def read_history(options: SyncOptions, *, limit: int) -> list[RunRecord]:
-    """The last ``limit`` runs from the run log, newest first."""
+@contextlib.contextmanager
+def open_state(options: SyncOptions, *, writable: bool) -> Iterator[StateStore | None]:
+    """The sync state of ``options``' project and target, outside a sync (``heap-dbt history``,
+    the webhook delivery log of ``heap-dbt serve``); None when read-only and no state exists
+    (no sync has written one yet), where a writable open would create it.
+
+    Writable, it takes the state's lock as a sync does (a second writer fails with a
+    StateError), creating the state if there is none. Everything it opened is closed when
+    the block ends, so that a sync (or ``dbt run`` on a DuckDB file) can take the state
+    next: within one process, use it strictly before or after a sync of the same state,
+    never while one runs.
+    """
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
     run_results = load_run_results(paths.target_path / "run_results.json")
     target = resolve_target(
         paths, profiles_dir=options.profiles_dir, target=options.target,
         run_args=run_results.args if run_results else {}, env=options.env,
     )  # fmt: skip
-    reader = open_reader(target, project_dir=paths.project_dir, state_path=_state_path(options, paths))
+    reader = open_reader(
+        target, project_dir=paths.project_dir, writable=writable, state_path=_state_path(options, paths)
+    )
     try:
-        state = reader.state(schema=options.state_schema, writable=False)
-        return state.history(limit=limit) if state is not None else []
+        state = reader.state(schema=options.state_schema, writable=writable)
+        yield state if state is not None and (writable or state.exists) else None
     finally:
         reader.close()
+
+
+def read_history(options: SyncOptions, *, limit: int) -> list[RunRecord]:
+    """The last ``limit`` runs from the run log, newest first."""
+    with open_state(options, writable=False) as state:
+        return state.history(limit=limit) if state is not None else []

@@ -8,7 +8,9 @@ in schema ``heap_dbt`` by default. A store holds:
   one Heap holds, and ``compact`` keeps one row per key;
 - a fingerprint of the whole model as of the last run that delivered every row, so that an
   unchanged model is skipped without a diff;
-- the run log, one row per sync per run, read by ``heap-dbt history``.
+- the run log, one row per sync per run, read by ``heap-dbt history``;
+- the webhook delivery log (``heap_dbt.warehouse.deliveries``): what ``heap-dbt serve`` received
+  and did, kept so that a restarted server still knows which deliveries it handled.
 
 The diff itself is SQL (``heap_dbt.sql``) joining the model's records to ``latest_sql``.
 """
@@ -57,6 +59,37 @@ class RunRecord:
             finished_at=finished_at,
             counts={n: int(v or 0) for n, v in zip(_COUNTS, row[8:14], strict=True)},
             outcome="interrupted" if outcome == "running" and finished_at is None else outcome,
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """One webhook delivery the server received, and what it did with it."""
+
+    event_id: str
+    received_at: dt.datetime
+    """UTC; tz-aware on the way out of a store (a naive one going in is taken as UTC)."""
+    job_id: str
+    run_id: str
+    decision: str
+    """e.g. "sync", "ignored: run status 20 (Error)", "ignored: job 7 is not configured"."""
+    outcome: str | None = None
+    """Set after the sync, e.g. "success: sent 10, unchanged 0, rejected 1, failed 0"."""
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DeliveryRecord:
+        """A row of the log's first six columns (``heap_dbt.warehouse.deliveries.COLUMNS``, this
+        class's fields in order); its naive UTC timestamp made tz-aware."""
+        received_at = row[1]
+        if received_at.tzinfo is None:
+            received_at = received_at.replace(tzinfo=dt.UTC)
+        return cls(
+            event_id=str(row[0]),
+            received_at=received_at.astimezone(dt.UTC),
+            job_id=str(row[2]),
+            run_id=str(row[3]),
+            decision=str(row[4]),
+            outcome=None if row[5] is None else str(row[5]),
         )
 
 
@@ -121,3 +154,15 @@ class StateStore(Protocol):
     def fingerprint(self, sync_id: str) -> str | None: ...
 
     def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None: ...
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        """Insert, or update by event_id (decision and outcome of a record already kept)."""
+        ...
+
+    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
+        """The last ``limit`` deliveries, newest first (received_at, then insertion order)."""
+        ...
+
+    def seen_event_ids(self) -> set[str]:
+        """Every event id kept (for dedupe across a restart)."""
+        ...

@@ -9,6 +9,8 @@ Tables (schema ``heap_dbt`` by default):
 - ``sync_fingerprint(sync_id, fingerprint, run_id)``: the model's fingerprint as of the
   last run that delivered every row.
 - ``sync_runs``: the run log, one row per sync per run.
+- ``webhook_deliveries``: what ``heap-dbt serve`` received (``heap_dbt.warehouse.deliveries``),
+  created when first recorded.
 
 What each holds, and when it is written, is described in ``heap_dbt.state``.
 """
@@ -18,12 +20,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident
-from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, RunRecord
+from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, DeliveryRecord, RunRecord
+from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE, DeliveryLog
 from heap_dbt.warehouse.duckdb.memory import size_bytes
 
 if TYPE_CHECKING:
@@ -46,6 +49,10 @@ _COLUMNS = {
         "removed": "BIGINT", "outcome": "VARCHAR",
     },
 }  # fmt: skip
+_DELIVERIES = {
+    "event_id": "VARCHAR", "received_at": "TIMESTAMP", "job_id": "VARCHAR", "run_id": "VARCHAR",
+    "decision": "VARCHAR", "outcome": "VARCHAR", "seq": "BIGINT",
+}  # fmt: skip
 
 
 class DuckDBState:
@@ -63,6 +70,10 @@ class DuckDBState:
         self.writable = writable
         self._prefix = f"{ident(catalog)}.{ident(schema)}"
         self.exists = False
+        self._log = DeliveryLog(
+            self._execute, table=self.table(DELIVERIES_TABLE), types=_DELIVERIES, mark=lambda i: f"${i}",
+            where=f"{catalog}.{schema}", writable=writable,
+        )  # fmt: skip
 
     @contextlib.contextmanager
     def _maintenance(self, what: str, *, more_memory: bool = False) -> Iterator[None]:
@@ -99,6 +110,16 @@ class DuckDBState:
             f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM {table} AS s WHERE NOT ({condition})", params
         )
 
+    def _execute(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement of the delivery log; DuckDB's errors as StateError."""
+        import duckdb
+
+        try:
+            cur = self._con.execute(sql, list(params))
+            return cur.fetchall() if cur.description else []
+        except duckdb.Error as exc:
+            raise StateError(f"The webhook delivery log in the heap-dbt state failed: {exc}") from exc
+
     def _one(self, sql: str, params: list[Any] | None = None) -> Any:
         # fetchall, not fetchone: DuckDB 2 keeps a connection busy until a result is drained.
         rows = self._con.execute(sql, params or []).fetchall()
@@ -128,6 +149,7 @@ class DuckDBState:
         if found:
             self._check(found, where)
             self.exists = True
+            self._log.exists = DELIVERIES_TABLE in found
             return
         if not self.writable:
             return  # a dry run against a fresh state: every row is new
@@ -177,7 +199,8 @@ class DuckDBState:
                 f"The heap-dbt state in {where} has version {version}; this heap-dbt reads version "
                 f"{STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
             )
-        for table, columns in _COLUMNS.items():
+        optional = {DELIVERIES_TABLE: _DELIVERIES} if DELIVERIES_TABLE in found else {}
+        for table, columns in (_COLUMNS | optional).items():
             have = found.get(table, {})
             missing = [c for c in columns if c not in have]
             if missing:
@@ -347,6 +370,20 @@ class DuckDBState:
                     f"INSERT INTO {self.table('sync_fingerprint')} VALUES (?, ?, ?)",
                     [sync_id, fingerprint, run_id],
                 )
+
+    # --- the webhook delivery log ---------------------------------------------------------------
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        with self._lock:
+            self._log.record(records)
+
+    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
+        with self._lock:
+            return self._log.last(limit=limit)
+
+    def seen_event_ids(self) -> set[str]:
+        with self._lock:
+            return self._log.seen()
 
     def close(self) -> None:
         self._con.close()

@@ -10,12 +10,13 @@ model's key hashes (16 bytes a row) come the other way. Hashes are Postgres' sig
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident, lit
-from heap_dbt.state import RunRecord
+from heap_dbt.state import DeliveryRecord, RunRecord
 from heap_dbt.warehouse.duckdb.errors import open_error
 from heap_dbt.warehouse.duckdb.state import DuckDBState
 from heap_dbt.warehouse.postgres.errors import first_line
@@ -154,6 +155,15 @@ class LocalState:
 
     def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None:
         self._local.set_fingerprint(sync_id, fingerprint, run_id=run_id)
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        self._local.record_deliveries(records)
+
+    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
+        return self._local.deliveries(limit=limit)
+
+    def seen_event_ids(self) -> set[str]:
+        return self._local.seen_event_ids()
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

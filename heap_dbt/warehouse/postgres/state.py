@@ -5,19 +5,21 @@ keys and row hashes are ``bigint`` (``hashtextextended``). The store shares the 
 connection, so what it changes inside the reader's snapshot is what the diff then sees,
 and writes acknowledgements on a second connection of its own, each committed at once:
 they arrive while the reader's connection streams, and must outlive a killed run. A
-session-level advisory lock keeps a second writing sync off the same state.
+session-level advisory lock keeps a second writing sync off the same state. The webhook
+delivery log (``heap_dbt.warehouse.deliveries``) is written on the reader's connection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident, lit
-from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, RunRecord
+from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, DeliveryRecord, RunRecord
+from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE, DeliveryLog
 from heap_dbt.warehouse.postgres.errors import first_line
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ _COLUMNS = {
         "sent": "bigint", "unchanged": "bigint", "rejected": "bigint", "failed": "bigint",
         "removed": "bigint", "outcome": "text",
     },
+}  # fmt: skip
+_DELIVERIES = {
+    "event_id": "text", "received_at": "timestamp", "job_id": "text", "run_id": "text",
+    "decision": "text", "outcome": "text", "seq": "bigint",
 }  # fmt: skip
 
 
@@ -63,6 +69,10 @@ class PostgresState:
         self.writable = writable
         self.where = f"{database}.{schema}"
         self.exists = False
+        self._log = DeliveryLog(
+            lambda sql, params: self._run(sql, tuple(params)), table=self.table(DELIVERIES_TABLE),
+            types=_DELIVERIES, mark=lambda i: f"${i}", where=self.where, writable=writable,
+        )  # fmt: skip
 
     def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         import adbc_driver_manager
@@ -103,6 +113,7 @@ class PostgresState:
         if found:
             self._check(found)
             self.exists = True
+            self._log.exists = DELIVERIES_TABLE in found
             return
         if not self.writable:
             return  # a dry run against a fresh state: every row is new
@@ -141,7 +152,8 @@ class PostgresState:
                 f"The heap-dbt state in {self.where} has version {versions[0][0]}; this heap-dbt reads "
                 f"version {STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
             )
-        for table, columns in _COLUMNS.items():
+        optional = {DELIVERIES_TABLE: _DELIVERIES} if DELIVERIES_TABLE in found else {}
+        for table, columns in (_COLUMNS | optional).items():
             missing = [c for c in columns if c not in found.get(table, {})]
             if missing:
                 raise StateError(
@@ -319,6 +331,20 @@ class PostgresState:
                     f"INSERT INTO {self.table('sync_fingerprint')} VALUES ($1, $2, $3)",
                     (sync_id, fingerprint, run_id),
                 )
+
+    # --- the webhook delivery log ---------------------------------------------------------------
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        with self._lock:
+            self._log.record(records)
+
+    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
+        with self._lock:
+            return self._log.last(limit=limit)
+
+    def seen_event_ids(self) -> set[str]:
+        with self._lock:
+            return self._log.seen()
 
     def close(self) -> None:
         if self._acks is not None:

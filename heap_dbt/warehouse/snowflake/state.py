@@ -25,12 +25,13 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.sql import ident, lit
-from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, RunRecord
+from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, DeliveryRecord, RunRecord
+from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE, DeliveryLog
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,6 +61,10 @@ _COLUMNS = {
     },
     "sync_lock": {"name": "VARCHAR", "owner": "VARCHAR", "expires_at": "NUMBER(19, 0)"},
 }  # fmt: skip
+_DELIVERIES = {
+    "event_id": "VARCHAR", "received_at": "TIMESTAMP_NTZ", "job_id": "VARCHAR", "run_id": "VARCHAR",
+    "decision": "VARCHAR", "outcome": "VARCHAR", "seq": "NUMBER(19, 0)",
+}  # fmt: skip
 
 
 class SnowflakeState:
@@ -85,6 +90,10 @@ class SnowflakeState:
         self.writable = writable
         self.where = f"{database}.{schema}" if database else schema
         self.exists = False
+        self._log = DeliveryLog(
+            lambda sql, params: self._run(sql, tuple(params)), table=self.table(DELIVERIES_TABLE),
+            types=_DELIVERIES, mark=lambda i: "%s", where=self.where, writable=writable,
+        )  # fmt: skip
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.ack_chunk_rows = ack_chunk_rows
@@ -124,6 +133,7 @@ class SnowflakeState:
         if found:
             self._check(found)
             self.exists = True
+            self._log.exists = DELIVERIES_TABLE in found
         elif self.writable:
             schema = f"{ident(self.database)}.{ident(self.schema)}" if self.database else ident(self.schema)
             self._run(f"CREATE SCHEMA IF NOT EXISTS {schema}")
@@ -213,7 +223,8 @@ class SnowflakeState:
                 f"The heap-dbt state in {self.where} has version {versions[0][0]}; this heap-dbt reads "
                 f"version {STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
             )
-        for table, columns in _COLUMNS.items():
+        optional = {DELIVERIES_TABLE: _DELIVERIES} if DELIVERIES_TABLE in found else {}
+        for table, columns in (_COLUMNS | optional).items():
             missing = [c for c in columns if c not in found.get(table, set())]
             if missing:
                 raise StateError(
@@ -395,6 +406,20 @@ class SnowflakeState:
                     "VALUES (%s, %s, %s)",
                     (sync_id, fingerprint, run_id),
                 )
+
+    # --- the webhook delivery log ---------------------------------------------------------------
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        with self._lock:
+            self._log.record(records)
+
+    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
+        with self._lock:
+            return self._log.last(limit=limit)
+
+    def seen_event_ids(self) -> set[str]:
+        with self._lock:
+            return self._log.seen()
 
     def close(self) -> None:
         """Free the lock (a killed run's expires with its lease) and close the second session."""
