@@ -232,7 +232,7 @@ def _cloud_call(
             **kw,
         )
 
-    return call  # fmt: skip
+    return call
 
 
 def _sync_options(*, rate_window: float | None, **values: Any) -> Any:
