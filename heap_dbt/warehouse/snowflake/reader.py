@@ -8,6 +8,7 @@ as Arrow; an in-process DuckDB (``ArrowFormatter``) builds their records. The st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -149,9 +150,7 @@ class SnowflakeReader:
         names = [c.name for c in found]
         if len(set(names)) < len(names):
             # EMAIL and "email" side by side: keep Snowflake's own names rather than fold them.
-            found = [
-                SnowflakeColumn(c.source, c.source, c.sf_type, c.type, c.export, c.restore) for c in found
-            ]
+            found = [dataclasses.replace(c, name=c.source) for c in found]
         for c in found:
             self.dialect.sources[(relation, c.name)] = c.source
         return [c.seam() for c in found]
