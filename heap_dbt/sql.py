@@ -178,8 +178,12 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     truncations: list[str] = []
     if t.kind in ("integer", "decimal"):
         if t.sql == "NUMERIC":
+            # Postgres' text says NaN and Infinity; ADBC's binary COPY reader says nan and inf.
             reasons.append(
-                (f"{expr} IN ('NaN', 'Infinity', '-Infinity')", lit(f"property {label!r} is NaN or infinite"))
+                (
+                    f"lower(ltrim({expr}, '+-')) IN ('nan', 'inf', 'infinity')",
+                    lit(f"property {label!r} is NaN or infinite"),
+                )
             )
         return _Entry(_number(expr, t), reasons, truncations)
     if t.kind == "float":

@@ -84,13 +84,25 @@ _PLAIN_ELEMENTS = (
 )
 
 
+NAN = ("lower({}) = 'nan'", "is NaN or infinite")
+"""numeric(p, s) holds NaN (not +-Infinity), which no DECIMAL does: rejected as a DOUBLE's NaN is.
+ADBC's reader writes it ``nan``, Postgres' own text ``NaN``."""
+NAN_ELEMENT = (
+    "list_has_any({}, ['NaN', 'Infinity', '-Infinity'])",
+    "holds NaN or infinite",
+)
+"""A numeric[] travels as text[]: NaN and +-Infinity elements are rejected as a DOUBLE[]'s are."""
+
+
 def _numeric(typmod: int) -> tuple[ColumnType, str]:
-    """numeric(p, s) as DuckDB's DECIMAL(p, s); unconstrained (or wider than DuckDB's) as its text."""
+    """numeric(p, s) as DuckDB's DECIMAL(p, s), a NaN as NULL (``NAN`` rejects it first);
+    unconstrained (or wider than DuckDB's) as its text, whose checks see NaN and +-Infinity."""
     if typmod >= 4:
         precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
         if 0 < precision <= 38 and 0 <= scale <= precision:
             sql = f"DECIMAL({precision},{scale})"
-            return ColumnType("decimal", sql), f"CAST({{}} AS {sql})"
+            restore = f"CASE WHEN lower({{0}}) = 'nan' THEN NULL ELSE CAST({{0}} AS {sql}) END"
+            return ColumnType("decimal", sql), restore
     return ColumnType("decimal", "NUMERIC"), "{}"
 
 
@@ -101,14 +113,16 @@ def column_of(name: str, shown: str, typname: str, typmod: int, element: str | N
         return Column(name, ColumnType(kind, sql), export, restore)
     if typname == "numeric":
         t, restore = _numeric(typmod)
-        return Column(name, t, "{}", restore)
+        return Column(name, t, "{}", restore, NAN if t.sql != "NUMERIC" else None)
     if element is not None:
         if element in _PLAIN_ELEMENTS:
             kind, sql, _, _ = _SIMPLE[element]
             return Column(name, ColumnType("list", f"{sql}[]", (("element", ColumnType(kind, sql)),)))
         if element in _SIMPLE or element == "numeric":
             elem = ColumnType("string", "VARCHAR")
-            return Column(name, ColumnType("list", "VARCHAR[]", (("element", elem),)), "CAST({} AS text[])")
+            listed = ColumnType("list", "VARCHAR[]", (("element", elem),))
+            rejects = NAN_ELEMENT if element == "numeric" else None
+            return Column(name, listed, "CAST({} AS text[])", "{}", rejects)
     return Column(name, ColumnType("unsupported", shown))
 
 
