@@ -16,9 +16,9 @@ from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.sql import ident
 from heap_dbt.warehouse import Column, ColumnType, Kind
 from heap_dbt.warehouse.duckdb.formatter import ArrowFormatter
+from heap_dbt.warehouse.duckdb.local_state import LocalState
 from heap_dbt.warehouse.postgres.dialect import PostgresDialect
 from heap_dbt.warehouse.postgres.errors import first_line, missing, query_error
-from heap_dbt.warehouse.postgres.local_state import LocalState
 from heap_dbt.warehouse.postgres.profile import PostgresProfile, parse_profile
 from heap_dbt.warehouse.postgres.state import PostgresState
 
@@ -261,13 +261,44 @@ class PostgresReader:
         finally:
             cur.close()
 
+    # --- WarehouseKeys, for a local state file (``--state-path``) ------------------------------
+
+    def upload_state(self, name: str, held: pa.Table) -> str:
+        import adbc_driver_manager
+
+        cur = self._con.cursor()
+        try:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{ident(name)}")
+            cur.adbc_ingest(name, held, mode="create", temporary=True)
+        except adbc_driver_manager.Error as exc:
+            raise StateError(
+                f"Cannot copy the local heap-dbt state into a temporary table of the PostgreSQL "
+                f"session: {first_line(exc)}"
+            ) from exc
+        finally:
+            cur.close()
+        return f"SELECT k1, k2, hash FROM pg_temp.{ident(name)}"
+
+    def fetch_keys(self, sql: str) -> pa.Table:
+        import adbc_driver_manager
+
+        cur = self._con.cursor()
+        try:
+            cur.execute(sql)
+            keys: pa.Table = cur.fetch_arrow_table()
+        except adbc_driver_manager.Error as exc:
+            raise StateError(f"Cannot read the model's keys from PostgreSQL: {first_line(exc)}") from exc
+        finally:
+            cur.close()
+        return keys
+
     def state(self, *, schema: str, writable: bool) -> PostgresState | LocalState | None:
         """The state in schema ``schema`` of the warehouse, or with ``state_path`` in that local
         DuckDB file (None when a dry run finds no such file yet: every row is then new)."""
         if self._state is None and self.state_path is not None:
             if not writable and not self.state_path.exists():
                 return None
-            self._state = LocalState(self.state_path, self._con, schema=schema, writable=writable)
+            self._state = LocalState(self.state_path, self, schema=schema, writable=writable)
         if self._state is None:
             self._state = PostgresState(
                 self._con, database=self.profile.database, schema=schema, writable=writable,
