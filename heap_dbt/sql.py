@@ -49,6 +49,8 @@ WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 WHITESPACE_CODES = "(9, 10, 11, 12, 13, 32)"
 
 REASON, RECORD, TRUNCATED, IDENTITY = "__reason", "__record", "__truncated", "__identity"
+ARRIVED_BAD = "__heap_rejects_"
+"""Prefix of the column that holds a ``Column.rejects`` check of the column it names."""
 SEPARATOR = ","
 """Ends every record in the RECORD column: a bulk body is then one slice of the Arrow buffer."""
 HASH, NEW, K1, K2 = "__hash", "__new", "k1", "k2"
@@ -176,8 +178,12 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     truncations: list[str] = []
     if t.kind in ("integer", "decimal"):
         if t.sql == "NUMERIC":
+            # Postgres' text says NaN and Infinity; ADBC's binary COPY reader says nan and inf.
             reasons.append(
-                (f"{expr} IN ('NaN', 'Infinity', '-Infinity')", lit(f"property {label!r} is NaN or infinite"))
+                (
+                    f"lower(ltrim({expr}, '+-')) IN ('nan', 'inf', 'infinity')",
+                    lit(f"property {label!r} is NaN or infinite"),
+                )
             )
         return _Entry(_number(expr, t), reasons, truncations)
     if t.kind == "float":
@@ -298,13 +304,20 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
         f"ORDER BY n.id), '') {nodes})"
     )
     over = f"(SELECT coalesce(bool_or({too_long}), false) {nodes})"
+    # DuckDB's JSON reads NaN and +-Infinity (Snowflake writes them so in a VARIANT): no JSON
+    # can carry them to Heap, so they are rejected as a DOUBLE's are, wherever they sit.
+    nan = (
+        "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND CAST(n.value AS VARCHAR) IN "
+        f"('NaN', 'Infinity', '-Infinity')), false) FROM json_tree({expr}) AS n)"
+    )
+    not_a_number = (nan, lit(f"property {prefix!r} holds NaN or infinite"))
     if truncate:
-        return _Entry(fragment, [], [over])
+        return _Entry(fragment, [not_a_number], [over])
     reason = lit(
         f"a value of JSON property {prefix!r} is over {MAX_VALUE} characters; Heap takes at most "
         f"{MAX_VALUE} (set truncate: true to cut it)"
     )
-    return _Entry(fragment, [(over, reason)], [])
+    return _Entry(fragment, [not_a_number, (over, reason)], [])
 
 
 def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool) -> list[_Entry]:
@@ -477,6 +490,12 @@ def record_query(
     )
     for e in entries:
         reasons += e.reasons
+    # A value that arrived but that its DuckDB type cannot hold (``Column.rejects``): its check
+    # ran on the arrived value, before the restore (``source`` below).
+    rejects = {col: by_name[col].rejects for col in dict.fromkeys(spec.properties.values())}
+    for prop, col in spec.properties.items():
+        if (check := rejects[col]) is not None:
+            reasons.append((f"k.{ident(ARRIVED_BAD + col)}", lit(f"property {prop!r} {check[1]}")))
     truncations = [t for e in entries for t in e.truncations]
 
     # concat() copies each record once where a chain of || would copy it at every step.
@@ -522,7 +541,15 @@ def record_query(
     restored = [
         f"{c.restore.format(ident(c.name))} AS {ident(c.name)}" for c in f.columns if c.restore != "{}"
     ]
-    source = f"(SELECT * REPLACE ({', '.join(restored)}) FROM {CANDIDATES})" if restored else CANDIDATES
+    checked = [
+        f"({check[0].format(ident(col))}) AS {ident(ARRIVED_BAD + col)}"
+        for col, check in rejects.items()
+        if check is not None
+    ]
+    replace = f" REPLACE ({', '.join(restored)})" if restored else ""
+    source = f"(SELECT *{replace}{''.join(', ' + c for c in checked)} FROM {CANDIDATES})"
+    if not restored and not checked:
+        source = CANDIDATES
     return RecordQuery(
         candidates_sql=dialect.candidates_sql(
             f, previous=previous, duplicates=duplicates, duplicates_table=duplicates_table

@@ -17,13 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakesnow_server import FakeSnow
-from tests.warehouses import Warehouse
+from tests.warehouses import Warehouse, sql_literal
 
 SCHEMA = "analytics"
 TIMESTAMPS = (4, 6, 7, 8)
 """The connector's type codes of TIMESTAMP, TIMESTAMP_LTZ, TIMESTAMP_TZ, TIMESTAMP_NTZ."""
 JSON_TYPES = (5, 9, 10)
 """VARIANT, OBJECT, ARRAY: JSON text."""
+
+SF_TYPES = {
+    "DOUBLE": "FLOAT",
+    # NUMBER(38, 0): Snowflake's widest integer, 38 digits (a HUGEINT's top value has 39).
+    "HUGEINT": "NUMBER(38, 0)",
+    "TIMESTAMPTZ": "TIMESTAMP_TZ",
+    "TIMESTAMP": "TIMESTAMP_NTZ",
+}
 
 
 class Snowflake(Warehouse):
@@ -131,6 +139,20 @@ class Snowflake(Warehouse):
     def schemas(self, project: Path) -> set[str]:
         rows = self._run(f"SELECT schema_name FROM {self.database(project)}.information_schema.schemata")
         return {str(r[0]).lower() for r in rows}
+
+    def sql_type(self, t: str) -> str:
+        if t.endswith("[]"):
+            return "ARRAY"  # Snowflake's arrays hold VARIANTs: no element type
+        if t.startswith("STRUCT("):
+            return "OBJECT"
+        return SF_TYPES.get(t, t.replace("DECIMAL", "NUMBER"))
+
+    def list_sql(self, items: list[str], t: str) -> str:
+        # Cast: fakesnow cannot describe the typed DuckDB list ARRAY_CONSTRUCT alone makes.
+        return f"CAST(ARRAY_CONSTRUCT({', '.join(items)}) AS ARRAY)"
+
+    def struct_sql(self, value: dict[str, Any], t: str) -> str:
+        return f"CAST(PARSE_JSON({sql_literal(json.dumps(value))}) AS OBJECT)"
 
     def close(self) -> None:
         if self._con is not None:

@@ -9,10 +9,13 @@ to run them; with HEAP_DBT_REQUIRE_POSTGRES=1 (``make test``) that skip is a fai
 from __future__ import annotations
 
 import itertools
+import json
+import math
 import os
 import re
 import shutil
 import uuid
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,26 @@ def _pg(dbname: str = "postgres") -> Any:
     con = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, connect_timeout=3)
     con.autocommit = True
     return con
+
+
+def sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def scalar_text(value: Any) -> str:
+    """A scalar's text, which every warehouse's CAST reads back as the same value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, int | Decimal):
+        return str(value)
+    assert isinstance(value, str), value
+    return value
 
 
 class Warehouse:
@@ -64,6 +87,45 @@ class Warehouse:
         return {r[0] for r in self.execute(project, "select schema_name from information_schema.schemata")}
 
     def close(self) -> None: ...
+
+    # --- a test's input table, in this warehouse's SQL -------------------------------------
+    # Tests write types in DuckDB's spelling and values as Python values; each warehouse
+    # renders them as the nearest type it has (``sql_type``) and a typed expression.
+
+    def sql_type(self, t: str) -> str:
+        """This warehouse's type for DuckDB's type ``t``."""
+        return t
+
+    def value_sql(self, value: Any, t: str) -> str:
+        """An expression of type ``t`` (DuckDB's spelling) holding ``value`` (None: NULL)."""
+        if value is None:
+            return f"CAST(NULL AS {self.sql_type(t)})"
+        if isinstance(value, list):
+            return self.list_sql([self.value_sql(v, t[:-2]) for v in value], t)
+        if isinstance(value, dict):
+            return self.struct_sql(value, t)
+        return f"CAST({sql_literal(scalar_text(value))} AS {self.sql_type(t)})"
+
+    def list_sql(self, items: list[str], t: str) -> str:
+        return f"CAST([{', '.join(items)}] AS {t})"
+
+    def struct_sql(self, value: dict[str, Any], t: str) -> str:
+        def literal(v: Any) -> str:
+            if isinstance(v, dict):
+                return "{" + ", ".join(f"{sql_literal(k)}: {literal(x)}" for k, x in v.items()) + "}"
+            if isinstance(v, float):
+                return f"CAST({sql_literal(scalar_text(v))} AS DOUBLE)"
+            return scalar_text(v) if isinstance(v, bool | int) else sql_literal(v)
+
+        return f"CAST({literal(value)} AS {t})"
+
+
+PG_TYPES = {
+    "VARCHAR": "text",
+    "DOUBLE": "double precision",
+    # Postgres has no 128-bit integer: numeric(39, 0) holds every HUGEINT.
+    "HUGEINT": "numeric(39, 0)",
+}
 
 
 class Postgres(Warehouse):
@@ -140,6 +202,21 @@ class Postgres(Warehouse):
                     cur.execute(statement)
         finally:
             con.close()
+
+    def sql_type(self, t: str) -> str:
+        if t.endswith("[]"):
+            return self.sql_type(t[:-2]) + "[]"
+        if t.startswith("STRUCT("):
+            # Postgres' structs are named composite types: nested data is JSON. json, not jsonb,
+            # whose numbers are numeric, which has no -0.0.
+            return "json"
+        return PG_TYPES.get(t, t.replace("DECIMAL", "numeric"))
+
+    def list_sql(self, items: list[str], t: str) -> str:
+        return f"CAST(ARRAY[{', '.join(items)}] AS {self.sql_type(t)})"
+
+    def struct_sql(self, value: dict[str, Any], t: str) -> str:
+        return f"CAST({sql_literal(json.dumps(value))} AS json)"
 
     def close(self) -> None:
         self._admin(*(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in reversed(self.created)))

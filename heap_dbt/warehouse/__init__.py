@@ -66,12 +66,18 @@ class Column:
     e.g. ``CAST({} AS text)``), and ``restore`` the DuckDB expression that turns what arrived
     back into ``type`` (e.g. ``CAST({} AS DECIMAL(12,2))``); ``{0}`` uses the column twice.
     The DuckDB engine needs neither.
+
+    ``rejects`` is for a value that can arrive but that ``type`` cannot hold, and that Heap's
+    rules reject (a NaN in Postgres' numeric(p, s)): a DuckDB condition over the column as it
+    arrived (``{}``, before ``restore``, which must then not fail on it), and what the
+    rejection says of the property ("is NaN or infinite").
     """
 
     name: str
     type: ColumnType
     export: str = "{}"
     restore: str = "{}"
+    rejects: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

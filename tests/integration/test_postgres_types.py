@@ -32,11 +32,25 @@ union all
 select 'b@example.com', null, null, null, null, null, null, null, null, null, null,
        cast('infinity' as timestamptz)
 """
+# numeric(p, s) holds NaN (not +-Infinity); unconstrained numeric holds all three.
+NAN_SQL = """
+select 'ok@example.com' as email, cast(3.25 as numeric(6, 2)) as fixed, cast(1e20 as numeric) as loose,
+       array[cast(1.5 as numeric), 2] as nums
+union all select 'nan@example.com', cast('NaN' as numeric(6, 2)), null, null
+union all select 'inf@example.com', null, cast('Infinity' as numeric), null
+union all select 'minus-inf@example.com', null, cast('-Infinity' as numeric), null
+union all select 'loose-nan@example.com', null, cast('NaN' as numeric), null
+union all select 'nan-in-list@example.com', null, null, array[cast(1 as numeric), cast('NaN' as numeric)]
+"""
 BAD_SQL = "select 'a@example.com' as email, cast('\\\\x00' as bytea) as blob, interval '1 day' as span"
 SCHEMA = """
 version: 2
 models:
   - name: pg_types
+    config:
+      meta:
+        heap: {object: user, key: email}
+  - name: pg_nan
     config:
       meta:
         heap: {object: user, key: email}
@@ -54,8 +68,9 @@ def pg_project(wh_built_sample_pg: Path, tmp_path_factory: pytest.TempPathFactor
     models.mkdir()
     (models / "pg_types.sql").write_text(TYPES_SQL)
     (models / "pg_bad.sql").write_text(BAD_SQL)
+    (models / "pg_nan.sql").write_text(NAN_SQL)
     (models / "schema.yml").write_text(SCHEMA)
-    dbt(project, "run", "-s", "pg_types pg_bad", "--quiet")
+    dbt(project, "run", "-s", "pg_types pg_bad pg_nan", "--quiet")
     return project
 
 
@@ -101,6 +116,27 @@ def test_postgres_types_arrive_by_the_conversion_rules(pg_project: Path, emulato
         "doc.beta": "true",
         "scalar": 7,
         "seen_at": "2026-03-01T10:34:56.789Z",
+    }
+
+
+def test_nan_and_infinity_in_a_numeric_are_rejected_per_row_as_a_doubles_are(
+    pg_project: Path, emulator: RunningEmulator
+) -> None:
+    proc = heap_dbt(pg_project, "sync", "-s", "pg_nan", base_url=emulator.url)
+
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # rows rejected, the sync done
+    report = json.loads((pg_project / "target" / "heap_sync_results.json").read_text())
+    (sync,) = report["syncs"]
+    assert {r["key"]: r["reason"] for r in sync["rejections"]} == {
+        "nan@example.com": "property 'fixed' is NaN or infinite",
+        "inf@example.com": "property 'loose' is NaN or infinite",
+        "minus-inf@example.com": "property 'loose' is NaN or infinite",
+        "loose-nan@example.com": "property 'loose' is NaN or infinite",
+        "nan-in-list@example.com": "property 'nums' holds NaN or infinite",
+    }
+    assert (sync["read"], sync["sent"], sync["rejected"], sync["failed"]) == (6, 1, 5, 0)
+    assert emulator.emulator.snapshot()["users"][APP_ID] == {
+        "ok@example.com": {"fixed": 3.25, "loose": "100000000000000000000", "nums": "1.5||2"}
     }
 
 

@@ -8,11 +8,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from heap_dbt.errors import StateError
 from heap_dbt.profiles import Target
+from heap_dbt.state import STATE_VERSION
 from heap_dbt.warehouse.snowflake.reader import SnowflakeSession
 from heap_dbt.warehouse.snowflake.state import SnowflakeState
 from tests.fakesnow_server import FakeSnow
@@ -119,3 +121,67 @@ def test_acknowledgements_past_one_insert_are_all_recorded(sessions: list[Snowfl
     assert state.count_keys("abc") == n
     assert one.fetch_one(f"SELECT MAX(hash) FROM {state.table('sync_state')}") == (2**62 + n - 1,)
     state.close()
+
+
+class _DiesAt:
+    """A session that stops at the n-th CREATE TABLE of the state, as a run killed right there."""
+
+    def __init__(self, session: SnowflakeSession, n: int) -> None:
+        self._session = session
+        self._left = n
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> Any:
+        if sql.startswith("CREATE TABLE"):
+            if self._left == 0:
+                raise KeyboardInterrupt  # not a connector error: nothing may catch it and go on
+            self._left -= 1
+        return self._session.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+STATE_TABLES = ("state_info", "sync_state", "sync_fingerprint", "sync_runs", "sync_lock")
+
+
+@pytest.mark.parametrize("stop", range(len(STATE_TABLES)), ids=[f"at-table-{i + 1}" for i in range(5)])
+def test_a_run_stopped_while_creating_the_state_leaves_nothing_half_made(
+    sessions: list[SnowflakeSession], stop: int
+) -> None:
+    session = sessions[0]
+    dying = store(_DiesAt(session, stop))  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt):
+        dying.open()
+
+    def tables() -> set[str]:
+        rows = session.execute(
+            f"SELECT table_name FROM {session.con.database}.information_schema.tables "
+            "WHERE table_schema = 'heap_dbt'"
+        ).fetchall()
+        return {str(r[0]).lower() for r in rows}
+
+    assert "state_info" not in tables()  # no state claims to be there
+    state = store(session)
+    state.open()  # the next run finishes the state instead of calling it corrupt
+    try:
+        assert state.exists and tables() == set(STATE_TABLES)
+        assert state._run(f"SELECT version FROM {state.table('state_info')}") == [(STATE_VERSION,)]
+        run_id = state.begin_run(
+            sync_id="abc", model="m", obj="user", meta_path="p", app_id="1", full_refresh=False
+        )
+        assert run_id == 1
+    finally:
+        state.close()
+
+
+def test_a_schema_without_state_info_but_with_runs_is_refused_not_finished(
+    sessions: list[SnowflakeSession],
+) -> None:
+    state = store(sessions[0])
+    state.open()
+    state.begin_run(sync_id="abc", model="m", obj="user", meta_path="p", app_id="1", full_refresh=False)
+    state.close()
+    sessions[0].execute(f"DROP TABLE {state.table('state_info')}").close()
+
+    with pytest.raises(StateError, match="has no state_info table"):
+        store(sessions[0]).open()

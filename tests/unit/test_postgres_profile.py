@@ -50,7 +50,10 @@ def test_a_missing_host_is_named() -> None:
     ("typname", "typmod", "element", "kind", "sql", "export", "restore"),
     [
         ("int8", -1, None, "integer", "BIGINT", "{}", "{}"),
-        ("numeric", (12 << 16 | 2) + 4, None, "decimal", "DECIMAL(12,2)", "{}", "CAST({} AS DECIMAL(12,2))"),
+        (
+            "numeric", (12 << 16 | 2) + 4, None, "decimal", "DECIMAL(12,2)", "{}",
+            "CASE WHEN lower({0}) = 'nan' THEN NULL ELSE CAST({0} AS DECIMAL(12,2)) END",
+        ),
         ("numeric", -1, None, "decimal", "NUMERIC", "{}", "{}"),
         ("numeric", (60 << 16 | 2) + 4, None, "decimal", "NUMERIC", "{}", "{}"),
         ("uuid", -1, None, "string", "VARCHAR", "CAST({} AS text)", "{}"),
@@ -76,3 +79,5 @@ def test_postgres_types_map_onto_the_conversion_rules(
     column = column_of("c", typname, typname, typmod, element)
 
     assert (column.type.kind, column.type.sql, column.export, column.restore) == (kind, sql, export, restore)
+    # A NaN the DECIMAL cannot hold, or a numeric[]'s NaN element, is rejected, not restored away.
+    assert (column.rejects is not None) == (typname == "_numeric" or sql.startswith("DECIMAL"))

@@ -97,3 +97,23 @@ def test_a_long_json_string_is_rejected_or_truncated_as_any_string(records: Json
     assert reason is not None and "JSON property 'meta'" in reason and "1023" in reason
     reason, props = records.properties(value, truncate=True)
     assert reason is None and props == {"meta.note": "x" * sql.MAX_VALUE}
+
+
+@pytest.mark.parametrize(
+    "value",
+    ['{"a": {"b": NaN}}', "[1, Infinity]", "-Infinity", '{"list": [1.5, NaN]}'],
+    ids=["nan-in-object", "infinity-in-array", "minus-infinity-scalar", "nan-in-nested-array"],
+)
+@pytest.mark.parametrize("truncate", [False, True], ids=["strict", "truncate"])
+def test_nan_or_infinity_anywhere_in_json_is_rejected_as_a_doubles_is(
+    records: JsonRecords, value: str, truncate: bool
+) -> None:
+    # DuckDB's JSON reads them, and Snowflake writes them so in a VARIANT; no JSON carries them to Heap.
+    assert records.properties(value, truncate=truncate) == ("property 'meta' holds NaN or infinite", {})
+
+
+def test_a_string_that_reads_nan_is_a_string(records: JsonRecords) -> None:
+    assert records.properties('{"a": "NaN", "b": ["Infinity"]}') == (
+        None,
+        {"meta.a": "NaN", "meta.b": "Infinity"},
+    )

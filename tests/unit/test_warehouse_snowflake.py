@@ -194,10 +194,3 @@ def test_folded_upper_case_names_read_as_lower_case_and_quoted_ones_stay() -> No
     assert heap_name("lastSeen") == "lastSeen"
     col = column("LAST_SEEN_AT", "TIMESTAMP_TZ", 0, 9)
     assert col.select == 'DATE_PART(EPOCH_MILLISECOND, "LAST_SEEN_AT") AS "last_seen_at"'
-
-
-def test_a_local_state_file_is_refused_before_connecting() -> None:
-    from heap_dbt.warehouse.snowflake.reader import SnowflakeReader
-
-    with pytest.raises(ConfigError, match=r"--state-path .* DuckDB and PostgreSQL targets"):
-        SnowflakeReader.from_target(target(), state_path=Path("state.duckdb"))

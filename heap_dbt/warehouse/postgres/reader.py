@@ -16,9 +16,9 @@ from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.sql import ident
 from heap_dbt.warehouse import Column, ColumnType, Kind
 from heap_dbt.warehouse.duckdb.formatter import ArrowFormatter
+from heap_dbt.warehouse.duckdb.local_state import LocalState
 from heap_dbt.warehouse.postgres.dialect import PostgresDialect
 from heap_dbt.warehouse.postgres.errors import first_line, missing, query_error
-from heap_dbt.warehouse.postgres.local_state import LocalState
 from heap_dbt.warehouse.postgres.profile import PostgresProfile, parse_profile
 from heap_dbt.warehouse.postgres.state import PostgresState
 
@@ -84,13 +84,25 @@ _PLAIN_ELEMENTS = (
 )
 
 
+NAN = ("lower({}) = 'nan'", "is NaN or infinite")
+"""numeric(p, s) holds NaN (not +-Infinity), which no DECIMAL does: rejected as a DOUBLE's NaN is.
+ADBC's reader writes it ``nan``, Postgres' own text ``NaN``."""
+NAN_ELEMENT = (
+    "list_has_any({}, ['NaN', 'Infinity', '-Infinity'])",
+    "holds NaN or infinite",
+)
+"""A numeric[] travels as text[]: NaN and +-Infinity elements are rejected as a DOUBLE[]'s are."""
+
+
 def _numeric(typmod: int) -> tuple[ColumnType, str]:
-    """numeric(p, s) as DuckDB's DECIMAL(p, s); unconstrained (or wider than DuckDB's) as its text."""
+    """numeric(p, s) as DuckDB's DECIMAL(p, s), a NaN as NULL (``NAN`` rejects it first);
+    unconstrained (or wider than DuckDB's) as its text, whose checks see NaN and +-Infinity."""
     if typmod >= 4:
         precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
         if 0 < precision <= 38 and 0 <= scale <= precision:
             sql = f"DECIMAL({precision},{scale})"
-            return ColumnType("decimal", sql), f"CAST({{}} AS {sql})"
+            restore = f"CASE WHEN lower({{0}}) = 'nan' THEN NULL ELSE CAST({{0}} AS {sql}) END"
+            return ColumnType("decimal", sql), restore
     return ColumnType("decimal", "NUMERIC"), "{}"
 
 
@@ -101,14 +113,16 @@ def column_of(name: str, shown: str, typname: str, typmod: int, element: str | N
         return Column(name, ColumnType(kind, sql), export, restore)
     if typname == "numeric":
         t, restore = _numeric(typmod)
-        return Column(name, t, "{}", restore)
+        return Column(name, t, "{}", restore, NAN if t.sql != "NUMERIC" else None)
     if element is not None:
         if element in _PLAIN_ELEMENTS:
             kind, sql, _, _ = _SIMPLE[element]
             return Column(name, ColumnType("list", f"{sql}[]", (("element", ColumnType(kind, sql)),)))
         if element in _SIMPLE or element == "numeric":
             elem = ColumnType("string", "VARCHAR")
-            return Column(name, ColumnType("list", "VARCHAR[]", (("element", elem),)), "CAST({} AS text[])")
+            listed = ColumnType("list", "VARCHAR[]", (("element", elem),))
+            rejects = NAN_ELEMENT if element == "numeric" else None
+            return Column(name, listed, "CAST({} AS text[])", "{}", rejects)
     return Column(name, ColumnType("unsupported", shown))
 
 
@@ -247,13 +261,44 @@ class PostgresReader:
         finally:
             cur.close()
 
+    # --- WarehouseKeys, for a local state file (``--state-path``) ------------------------------
+
+    def upload_state(self, name: str, held: pa.Table) -> str:
+        import adbc_driver_manager
+
+        cur = self._con.cursor()
+        try:
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{ident(name)}")
+            cur.adbc_ingest(name, held, mode="create", temporary=True)
+        except adbc_driver_manager.Error as exc:
+            raise StateError(
+                f"Cannot copy the local heap-dbt state into a temporary table of the PostgreSQL "
+                f"session: {first_line(exc)}"
+            ) from exc
+        finally:
+            cur.close()
+        return f"SELECT k1, k2, hash FROM pg_temp.{ident(name)}"
+
+    def fetch_keys(self, sql: str) -> pa.Table:
+        import adbc_driver_manager
+
+        cur = self._con.cursor()
+        try:
+            cur.execute(sql)
+            keys: pa.Table = cur.fetch_arrow_table()
+        except adbc_driver_manager.Error as exc:
+            raise StateError(f"Cannot read the model's keys from PostgreSQL: {first_line(exc)}") from exc
+        finally:
+            cur.close()
+        return keys
+
     def state(self, *, schema: str, writable: bool) -> PostgresState | LocalState | None:
         """The state in schema ``schema`` of the warehouse, or with ``state_path`` in that local
         DuckDB file (None when a dry run finds no such file yet: every row is then new)."""
         if self._state is None and self.state_path is not None:
             if not writable and not self.state_path.exists():
                 return None
-            self._state = LocalState(self.state_path, self._con, schema=schema, writable=writable)
+            self._state = LocalState(self.state_path, self, schema=schema, writable=writable)
         if self._state is None:
             self._state = PostgresState(
                 self._con, database=self.profile.database, schema=schema, writable=writable,

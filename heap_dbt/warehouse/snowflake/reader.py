@@ -8,19 +8,21 @@ as Arrow; an in-process DuckDB (``ArrowFormatter``) builds their records. The st
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # The package's __init__, which runs before this module, has set SNOWFLAKE_DISABLE_PLATFORM_DETECTION:
 # the connector is imported only inside the methods below.
-from heap_dbt.errors import ConfigError, MissingRelationError, StateError, WarehouseError
+from heap_dbt.errors import MissingRelationError, StateError, WarehouseError
 from heap_dbt.sql import ident
 from heap_dbt.warehouse import Column
 from heap_dbt.warehouse.duckdb.formatter import ArrowFormatter
+from heap_dbt.warehouse.duckdb.local_state import LocalState
 from heap_dbt.warehouse.snowflake.connection import connect_args
 from heap_dbt.warehouse.snowflake.dialect import SnowflakeDialect
-from heap_dbt.warehouse.snowflake.state import SnowflakeState
+from heap_dbt.warehouse.snowflake.state import ACK_CHUNK_ROWS, SnowflakeState
 from heap_dbt.warehouse.snowflake.types import SnowflakeColumn, column
 
 if TYPE_CHECKING:
@@ -118,13 +120,21 @@ class SnowflakeSession:
 class SnowflakeReader:
     """A WarehouseReader over one Snowflake database, with heap-dbt's state in a schema of it."""
 
-    def __init__(self, args: dict[str, Any], *, where: str, memory_limit: str | None = None) -> None:
+    def __init__(
+        self,
+        args: dict[str, Any],
+        *,
+        where: str,
+        state_path: Path | None = None,
+        memory_limit: str | None = None,
+    ) -> None:
         self._args = args
         self._where = where
+        self.state_path = state_path
         self.dialect = SnowflakeDialect()
         self._session = SnowflakeSession(args, where=where)
         self._formatter = ArrowFormatter(memory_limit=memory_limit)
-        self._state: SnowflakeState | None = None
+        self._state: SnowflakeState | LocalState | None = None
 
     @classmethod
     def from_target(
@@ -135,23 +145,15 @@ class SnowflakeReader:
         state_path: Path | None = None,
         memory_limit: str | None = None,
     ) -> SnowflakeReader:
-        if state_path is not None:
-            raise ConfigError(
-                "--state-path (or HEAP_DBT_STATE_PATH) keeps the state in a local DuckDB file, which "
-                f"heap-dbt supports for DuckDB and PostgreSQL targets; target {target.name!r} is "
-                "snowflake: keep the state in the warehouse (--state-schema)."
-            )
         where = f"Snowflake target {target.name!r}"
-        return cls(connect_args(target), where=where, memory_limit=memory_limit)
+        return cls(connect_args(target), where=where, state_path=state_path, memory_limit=memory_limit)
 
     def columns(self, relation: str) -> list[Column]:
         found = self._session.describe(relation)
         names = [c.name for c in found]
         if len(set(names)) < len(names):
             # EMAIL and "email" side by side: keep Snowflake's own names rather than fold them.
-            found = [
-                SnowflakeColumn(c.source, c.source, c.sf_type, c.type, c.export, c.restore) for c in found
-            ]
+            found = [dataclasses.replace(c, name=c.source) for c in found]
         for c in found:
             self.dialect.sources[(relation, c.name)] = c.source
         return [c.seam() for c in found]
@@ -203,7 +205,67 @@ class SnowflakeReader:
             rows.close()
             batches.close()  # the cursor, if the stream stopped early
 
-    def state(self, *, schema: str, writable: bool) -> SnowflakeState | None:
+    # --- WarehouseKeys, for a local state file (``--state-path``) ------------------------------
+
+    def upload_state(self, name: str, held: pa.Table) -> str:
+        """A temporary table of this session, filled by multi-row INSERTs (as acknowledgements are)."""
+        rows = list(
+            zip(
+                held.column("k1").to_pylist(),
+                held.column("k2").to_pylist(),
+                held.column("hash").to_pylist(),
+                strict=True,
+            )
+        )
+        try:
+            self._session.execute(
+                f"CREATE OR REPLACE TEMPORARY TABLE {ident(name)} "
+                "(k1 NUMBER(19, 0), k2 NUMBER(19, 0), hash NUMBER(19, 0))"
+            ).close()
+            cur = self._session.con.cursor()
+            try:
+                for start in range(0, len(rows), ACK_CHUNK_ROWS):
+                    cur.executemany(
+                        f"INSERT INTO {ident(name)} (k1, k2, hash) VALUES (%s, %s, %s)",
+                        rows[start : start + ACK_CHUNK_ROWS],
+                    )
+            finally:
+                cur.close()
+        except Exception as exc:  # the connector's errors, and WarehouseError
+            raise StateError(
+                f"Cannot copy the local heap-dbt state into a temporary table of the Snowflake "
+                f"session: {_message(exc)}"
+            ) from None
+        return f"SELECT k1, k2, hash FROM {ident(name)}"
+
+    def fetch_keys(self, sql: str) -> pa.Table:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            batches = list(self._session.arrow(sql, batch_rows=1 << 20))
+        except WarehouseError as exc:
+            raise StateError(f"Cannot read the model's keys from Snowflake: {exc}") from None
+        if not batches:
+            return pa.table({"k1": pa.array([], pa.int64()), "k2": pa.array([], pa.int64())})
+        # Snowflake upper-cases the names and picks each chunk's integer width from its values.
+        return pa.Table.from_batches(
+            [
+                pa.RecordBatch.from_arrays(
+                    [pc.cast(column, pa.int64()) for column in batch.columns],
+                    names=[name.lower() for name in batch.schema.names],
+                )
+                for batch in batches
+            ]
+        )
+
+    def state(self, *, schema: str, writable: bool) -> SnowflakeState | LocalState | None:
+        """The state in schema ``schema`` of the warehouse, or with ``state_path`` in that local
+        DuckDB file (None when a dry run finds no such file yet: every row is then new)."""
+        if self._state is None and self.state_path is not None:
+            if not writable and not self.state_path.exists():
+                return None
+            self._state = LocalState(self.state_path, self, schema=schema, writable=writable)
         if self._state is None:
             self._state = SnowflakeState(
                 self._session,

@@ -130,23 +130,44 @@ class SnowflakeState:
         found: dict[str, set[str]] = {}
         for table, column in rows:
             found.setdefault(str(table).lower(), set()).add(str(column).lower())
-        if found:
+        if found and not self._stopped_creating(found):
             self._check(found)
             self.exists = True
             self._log.exists = DELIVERIES_TABLE in found
         elif self.writable:
-            schema = f"{ident(self.database)}.{ident(self.schema)}" if self.database else ident(self.schema)
-            self._run(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            for table, columns in _COLUMNS.items():
-                cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
-                self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
-            self._run(
-                f"INSERT INTO {self.table('state_info')} (version, created_at) VALUES (%s, %s)",
-                (STATE_VERSION, _now()),
-            )
+            self._create()
             self.exists = True
         if self.writable:
             self._acquire()
+
+    def _create(self) -> None:
+        """Create the state so that a run stopped part-way leaves no state_info without its
+        version row, which every later run would refuse as corrupt.
+
+        Snowflake commits each DDL statement on its own, so no transaction can hold them:
+        state_info comes last, made with its row by one CREATE TABLE ... AS SELECT. Until
+        then the schema holds only empty tables, which the next run finishes
+        (``_stopped_creating``).
+        """
+        schema = f"{ident(self.database)}.{ident(self.schema)}" if self.database else ident(self.schema)
+        self._run(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for table, columns in _COLUMNS.items():
+            if table != "state_info":
+                cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+                self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
+        info = _COLUMNS["state_info"]
+        self._run(
+            f"CREATE TABLE {self.table('state_info')} AS SELECT CAST(%s AS {info['version']}) AS version, "
+            f"CAST(%s AS {info['created_at']}) AS created_at",
+            (STATE_VERSION, _now()),
+        )
+
+    def _stopped_creating(self, found: dict[str, set[str]]) -> bool:
+        """No state_info, and nothing but heap-dbt's own tables, all empty: a run stopped while
+        creating the state (``_create``), which this one finishes rather than call corrupt."""
+        if "state_info" in found or not set(found) <= set(_COLUMNS):
+            return False
+        return all(not self._run(f"SELECT 1 FROM {self.table(t)} LIMIT 1") for t in found)
 
     def _acquire(self) -> None:
         lock = self.table("sync_lock")

@@ -28,6 +28,14 @@ from heap_dbt.warehouse import Column, ColumnType
 
 _JSON_TEXT = "CASE WHEN json_type(x) = 'VARCHAR' THEN x->>'$' ELSE CAST(x AS VARCHAR) END"
 """A JSON array element as text: a string without its quotes, anything else as JSON."""
+_NAN_ELEMENT = (
+    "list_bool_or(list_transform(CAST(CAST({} AS JSON) AS JSON[]), lambda x: json_type(x) = 'DOUBLE' "
+    "AND CAST(x AS VARCHAR) IN ('NaN', 'Infinity', '-Infinity')))",
+    "holds NaN or infinite",
+)
+"""An ARRAY's elements are VARIANTs, and go as text: a FLOAT element that is NaN or infinite
+(``NaN``, ``Infinity``, ``-Infinity`` in its JSON, where a string would be quoted) is
+rejected as in a DOUBLE[]."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,8 @@ class SnowflakeColumn:
     """Snowflake SQL that puts the column (``{}``) into the stream."""
     restore: str = "{}"
     """DuckDB SQL over the stream's column (``{}``) that gives a value of ``type``."""
+    rejects: tuple[str, str] | None = None
+    """``Column.rejects``: a value the stream carries that Heap's rules reject."""
 
     @property
     def select(self) -> str:
@@ -58,7 +68,7 @@ class SnowflakeColumn:
 
     def seam(self) -> Column:
         """The column as the record SQL and the dialect see it (``heap_dbt.warehouse.Column``)."""
-        return Column(self.name, self.type, self.export, self.restore)
+        return Column(self.name, self.type, self.export, self.restore, self.rejects)
 
 
 def heap_name(source: str) -> str:
@@ -71,8 +81,14 @@ def column(source: str, type_name: str, precision: int | None, scale: int | None
     name = heap_name(source)
     kind = type_name.upper()
 
-    def make(sf_type: str, t: ColumnType, export: str = "{}", restore: str = "{}") -> SnowflakeColumn:
-        return SnowflakeColumn(name, source, sf_type, t, export, restore)
+    def make(
+        sf_type: str,
+        t: ColumnType,
+        export: str = "{}",
+        restore: str = "{}",
+        rejects: tuple[str, str] | None = None,
+    ) -> SnowflakeColumn:
+        return SnowflakeColumn(name, source, sf_type, t, export, restore, rejects)
 
     if kind == "FIXED":
         p, s = precision if precision is not None else 38, scale or 0
@@ -102,7 +118,7 @@ def column(source: str, type_name: str, precision: int | None, scale: int | None
         element = ColumnType("string", "VARCHAR")
         return make(
             "ARRAY", ColumnType("list", "VARCHAR[]", (("element", element),)), "{}",
-            f"list_transform(CAST(CAST({{}} AS JSON) AS JSON[]), lambda x: {_JSON_TEXT})",
+            f"list_transform(CAST(CAST({{}} AS JSON) AS JSON[]), lambda x: {_JSON_TEXT})", _NAN_ELEMENT,
         )  # fmt: skip
     if kind in ("VARIANT", "OBJECT"):
         return make(kind, ColumnType("json", "JSON"), "{}", "CAST({} AS JSON)")

@@ -1,10 +1,12 @@
-"""``--state-path`` for PostgreSQL: the state in a local DuckDB file, the warehouse read-only.
+"""``--state-path``: the state in a local DuckDB file while the warehouse stays read-only.
 
-The diff still runs in Postgres: before a sync's candidates query, what Heap holds (k1, k2,
-hash) goes from the local file into a temporary table of heap-dbt's own session, which
-nothing else sees and which ends with it. Only to find keys that left the model do the
-model's key hashes (16 bytes a row) come the other way. Hashes are Postgres' signed
-``bigint``; the DuckDB state stores them as ``UBIGINT``, the same 64 bits.
+For any warehouse but DuckDB (which keeps such a file itself). The diff still runs in the
+warehouse: before a sync's candidates query, what Heap holds (k1, k2, hash) goes from the
+local file into a temporary table of heap-dbt's own warehouse session, which nothing else
+sees and which ends with it (``WarehouseKeys.upload_state``). Only to find keys that left
+the model do the model's key hashes (16 bytes a row) come the other way. The file keeps
+hashes as ``UBIGINT``; a warehouse's are the same 64 bits as signed integers (Postgres'
+``bigint``; Snowflake's are non-negative 63-bit ones).
 """
 
 from __future__ import annotations
@@ -12,39 +14,54 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from heap_dbt.errors import StateError
-from heap_dbt.sql import ident, lit
+from heap_dbt.sql import lit
 from heap_dbt.state import DeliveryRecord, RunRecord
 from heap_dbt.warehouse.duckdb.errors import open_error
 from heap_dbt.warehouse.duckdb.state import DuckDBState
-from heap_dbt.warehouse.postgres.errors import first_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from adbc_driver_manager import dbapi
 
 PREVIOUS = "heap_dbt_previous"
 """The session's temporary table of what Heap holds, for the diff."""
 _ALIAS = "heap_dbt_state"
 
 
+class WarehouseKeys(Protocol):
+    """How key hashes travel between the local file and the warehouse session; raise StateError."""
+
+    def upload_state(self, name: str, held: pa.Table) -> str:
+        """Put ``held`` (k1, k2, hash as int64) into a temporary table ``name`` of the session
+        the candidates query runs on, replacing one of that name; SQL that reads k1, k2, hash."""
+        ...
+
+    def fetch_keys(self, sql: str) -> pa.Table:
+        """Run ``sql`` in the warehouse; its rows (k1, k2) as Arrow integers."""
+        ...
+
+
 def _bits(table: pa.Table, to: pa.DataType) -> pa.Table:
-    """The same 64 bits as signed or unsigned integers."""
+    """The same 64 bits as signed or unsigned integers (a decimal of them read as an integer first)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    return pa.table({n: pc.cast(table.column(n), to, safe=False) for n in table.column_names})
+    def as_int(column: pa.ChunkedArray) -> pa.ChunkedArray:
+        if pa.types.is_decimal(column.type):
+            column = pc.cast(column, pa.int64())
+        return pc.cast(column, to, safe=False)
+
+    return pa.table({n: as_int(table.column(n)) for n in table.column_names})
 
 
 class LocalState:
-    """A StateStore in a local DuckDB file for a PostgreSQL warehouse (``heap_dbt.state``)."""
+    """A StateStore in a local DuckDB file for a warehouse other than DuckDB (``heap_dbt.state``)."""
 
-    def __init__(self, path: Path, pg: dbapi.Connection, *, schema: str, writable: bool) -> None:
+    def __init__(self, path: Path, warehouse: WarehouseKeys, *, schema: str, writable: bool) -> None:
         import duckdb
 
-        self._pg = pg
+        self._warehouse = warehouse
         self._con = duckdb.connect(":memory:")
         try:
             created = writable and not path.exists()
@@ -86,23 +103,11 @@ class LocalState:
         self._local.recover(sync_id, before=before)
 
     def latest_sql(self, sync_id: str, *, compact: bool) -> str:
-        """Copy what Heap holds into the session's temporary table; SQL that reads it in Postgres."""
-        import adbc_driver_manager
+        """Copy what Heap holds into the session's temporary table; SQL that reads it there."""
         import pyarrow as pa
 
         held = self._con.sql(self._local.latest_sql(sync_id, compact=compact)).to_arrow_table()
-        cur = self._pg.cursor()
-        try:
-            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{ident(PREVIOUS)}")
-            cur.adbc_ingest(PREVIOUS, _bits(held, pa.int64()), mode="create", temporary=True)
-        except adbc_driver_manager.Error as exc:
-            raise StateError(
-                f"Cannot copy the local heap-dbt state into a temporary table of the PostgreSQL "
-                f"session: {first_line(exc)}"
-            ) from exc
-        finally:
-            cur.close()
-        return f"SELECT k1, k2, hash FROM pg_temp.{ident(PREVIOUS)}"
+        return self._warehouse.upload_state(PREVIOUS, _bits(held, pa.int64()))
 
     def count_keys(self, sync_id: str, *, before: int | None = None) -> int:
         return self._local.count_keys(sync_id, before=before)
@@ -118,20 +123,12 @@ class LocalState:
     def remove_missing(
         self, sync_id: str, source_keys_sql: str, *, apply: bool, before_run: int | None = None
     ) -> int:
-        """``source_keys_sql`` runs in Postgres; its key hashes are compared in the local file."""
-        import adbc_driver_manager
+        """``source_keys_sql`` runs in the warehouse; its key hashes are compared in the local file."""
         import pyarrow as pa
 
         if not self._local.count_keys(sync_id, before=before_run):
             return 0
-        cur = self._pg.cursor()
-        try:
-            cur.execute(source_keys_sql)
-            keys = cur.fetch_arrow_table()
-        except adbc_driver_manager.Error as exc:
-            raise StateError(f"Cannot read the model's keys from PostgreSQL: {first_line(exc)}") from exc
-        finally:
-            cur.close()
+        keys = self._warehouse.fetch_keys(source_keys_sql)
         # A table of the in-memory database, which the store's own cursor sees (a view would not).
         model_keys = _bits(keys, pa.uint64())  # noqa: F841  (read by name below)
         self._con.execute(
