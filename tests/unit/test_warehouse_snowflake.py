@@ -194,3 +194,48 @@ def test_folded_upper_case_names_read_as_lower_case_and_quoted_ones_stay() -> No
     assert heap_name("lastSeen") == "lastSeen"
     col = column("LAST_SEEN_AT", "TIMESTAMP_TZ", 0, 9)
     assert col.select == 'DATE_PART(EPOCH_MILLISECOND, "LAST_SEEN_AT") AS "last_seen_at"'
+
+
+class _Recording:
+    """A Snowflake session that records each statement and answers with no rows."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        self.statements.append(sql)
+        return self
+
+    description = None
+
+    def fetchall(self) -> list[Any]:
+        return []
+
+    def close(self) -> None: ...
+
+
+def test_state_columns_are_created_under_the_names_the_statements_use() -> None:
+    """Snowflake folds an unquoted name to upper case and keeps a quoted one as written, so a
+    column created as "sync_id" is not found by ``WHERE sync_id = ...`` (fakesnow, case-blind
+    underneath, would not show it). The state's columns are created unquoted, as named."""
+    import sqlglot
+    from sqlglot import exp
+
+    from heap_dbt.warehouse.snowflake.state import SnowflakeState
+
+    session = _Recording()
+    state = SnowflakeState(
+        session, database="ANALYTICS", schema="heap_dbt", writable=True,  # type: ignore[arg-type]
+        connect=lambda: session,  # type: ignore[arg-type,return-value]
+    )  # fmt: skip
+    state._create()
+    creates = [s for s in session.statements if s.startswith("CREATE TABLE")]
+    assert len(creates) == 5
+    for statement in creates:
+        tree = sqlglot.parse_one(statement.replace("%s", "NULL"), read="snowflake")
+        names = [c.this for c in tree.find_all(exp.ColumnDef)] + [
+            a.args["alias"] for a in tree.find_all(exp.Alias)
+        ]
+        assert names, statement
+        quoted = [n.name for n in names if n.quoted]
+        assert quoted == [], f"quoted column names {quoted} in {statement}"

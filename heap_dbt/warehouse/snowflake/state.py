@@ -153,7 +153,8 @@ class SnowflakeState:
         self._run(f"CREATE SCHEMA IF NOT EXISTS {schema}")
         for table, columns in _COLUMNS.items():
             if table != "state_info":
-                cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
+                # Unquoted, as every statement names them: Snowflake folds both to upper case.
+                cols = ", ".join(f"{c} {t}" for c, t in columns.items())
                 self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
         info = _COLUMNS["state_info"]
         self._run(
