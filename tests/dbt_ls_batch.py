@@ -5,6 +5,9 @@ CASES is a JSON list of argument lists (e.g. ``[["--select", "tag:heap"]]``). OU
 case, ``{"args", "ok", "names", "error"}``, with the names of the selected models sorted. One
 ``dbt ls`` on the command line costs seconds (import and parse); here each costs milliseconds.
 The scratch target path keeps the project's own target/ (the manifest heap-dbt reads) untouched.
+
+dbt imports every top-level module whose name starts with ``dbt_`` as a plugin, and this
+script's folder, tests/, is first on sys.path: no other module in tests/ may be named so.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import pytest
 
 from heap_dbt.emulator import RunningEmulator
 from tests.conftest import APP_ID, clean_env, heap_dbt
-from tests.dbt_cloud_artifacts import ACCOUNTS, EVENTS, USERS, Artifacts, build_cloud_artifacts, cloud_env
+from tests.cloud_artifacts import ACCOUNTS, EVENTS, USERS, Artifacts, build_cloud_artifacts, cloud_env
 from tests.fake_dbt_cloud import FakeDbtCloud, Step
 
 pytestmark = pytest.mark.integration
