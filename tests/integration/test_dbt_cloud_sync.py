@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from heap_dbt.emulator import RunningEmulator
-from tests.conftest import APP_ID, clean_env, heap_dbt
 from tests.cloud_artifacts import ACCOUNTS, EVENTS, USERS, Artifacts, build_cloud_artifacts, cloud_env
+from tests.conftest import APP_ID, clean_env, heap_dbt
 from tests.fake_dbt_cloud import FakeDbtCloud, Step
 
 pytestmark = pytest.mark.integration

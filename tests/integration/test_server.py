@@ -34,8 +34,8 @@ from heap_dbt.emulator import RunningEmulator
 from heap_dbt.engine import open_state
 from heap_dbt.report import SyncReport
 from heap_dbt.server import WebhookServer, serve
-from tests.conftest import APP_ID, BIN, clean_env
 from tests.cloud_artifacts import ACCOUNTS, EVENTS, USERS, Artifacts, build_cloud_artifacts
+from tests.conftest import APP_ID, BIN, clean_env
 from tests.fake_dbt_cloud import FakeDbtCloud, Step
 from tests.warehouses import Warehouse
 
