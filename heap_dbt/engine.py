@@ -35,7 +35,7 @@ from heap_dbt.report import RowIssue, SyncReport, SyncResult, take_sample
 from heap_dbt.sender import Cancellation, Delivery, Sender
 from heap_dbt.shared import shared_limits, state_lock
 from heap_dbt.state import UNCOMPACTED, RunRecord, StateStore
-from heap_dbt.warehouse import ReaderFactory, WarehouseReader, open_reader
+from heap_dbt.warehouse import ReaderFactory, WarehouseReader, hash_sum, open_reader
 
 if TYPE_CHECKING:
     from heap_dbt.transport import Transport
@@ -94,6 +94,8 @@ class _SyncRun:
         """Streamed rows whose key Heap already had (changed or now rejected)."""
         self.batches = 0
         """Batches read: before the first one, nothing was sent or counted."""
+        self.hash_sum: int | None = None
+        """The sum of the streamed rows' hashes, when the fingerprint is added up from the stream."""
         self.notes: list[str] = []
         """Warnings for the report."""
 
@@ -150,6 +152,8 @@ async def _stream(ctx: _Context, run: _SyncRun, query: sql.RecordQuery) -> int:
             )
             new = batch.column(sql.NEW)
             run.known_streamed += n - new.true_count
+            if run.hash_sum is not None:
+                run.hash_sum += hash_sum(batch.column(sql.HASH))
             if reasons.null_count != n:
                 import pyarrow.compute as pc
 
@@ -226,18 +230,23 @@ async def _read_and_send(ctx: _Context, run: _SyncRun, *, lean: bool) -> _Read:
         known = state is not None and state.exists and not options.full_refresh
         stored = state.fingerprint(sync_id) if known and state is not None else None
         repeated: int | None = None
+        probe: tuple[Any, ...] | None = None
         if stored is None:  # nothing to compare with: one scan for the fingerprint and the keys
             if not options.dry_run:
                 _import_in_background("aiohttp")  # 0.1 s, hidden behind the warehouse's work
-            probe = reader.fetch_one(query.probe_duplicates_sql)
-            repeated = int(probe[2])
+            _import_in_background("duckdb")  # the formatting DuckDB of another warehouse
+            # Where the fingerprint is the sum of the row hashes, a sync that streams every
+            # row adds it up from the stream (below): the model is scanned once less.
+            if not reader.dialect.streamed_fingerprint:
+                probe = reader.fetch_one(query.probe_duplicates_sql)
+                repeated = int(probe[2])
         else:
             probe = reader.fetch_one(query.probe_sql)
-        total = int(probe[0])
-        read = _Read(query.fingerprint(probe))
+        read = _Read(query.fingerprint(probe) if probe is not None else "")
         if stored is not None and stored == read.fingerprint:
             # The model is exactly as it was when Heap acknowledged every row of it.
-            result.read = result.unchanged = total
+            assert probe is not None
+            result.read = result.unchanged = int(probe[0])
             result.skipped_unchanged = read.skipped = True
             return read
         if writing:
@@ -254,6 +263,9 @@ async def _read_and_send(ctx: _Context, run: _SyncRun, *, lean: bool) -> _Read:
             read.known_keys = state.count_keys(sync_id, before=run_id if writing else None)
             if read.known_keys:  # else Heap holds nothing of this sync yet: every row is new, no join
                 read.previous = state.latest_sql(sync_id, compact=compact)
+        if probe is None and read.previous is not None:  # only part of the model streams
+            probe = reader.fetch_one(query.probe_sql)
+            read.fingerprint = query.fingerprint(probe)
         if repeated is None:
             if not options.dry_run:
                 _import_in_background("aiohttp")
@@ -267,7 +279,14 @@ async def _read_and_send(ctx: _Context, run: _SyncRun, *, lean: bool) -> _Read:
         )
         if lean and read.previous is None and dup_table is None:
             reader.fit(records.width, pipeline=True)
+        if probe is None:
+            run.hash_sum = 0
         streamed = await _stream(ctx, run, records)
+        if probe is None:
+            assert run.hash_sum is not None
+            probe = (streamed, str(run.hash_sum))
+            read.fingerprint = query.fingerprint(probe)
+        total = int(probe[0])
         result.read = total
         result.unchanged = total - streamed
     return read

@@ -104,6 +104,11 @@ class Dialect(Protocol):
     names go through ``heap_dbt.sql.ident`` and ``lit``.
     """
 
+    streamed_fingerprint: bool
+    """Whether probe_sql's second value is the sum of ROW_HASH over every row, as an integer's
+    text: then a sync that streams every row (a first sync) adds it up from the stream and runs
+    only duplicates_sql before it, instead of scanning the model for the probe first."""
+
     def candidates_sql(
         self, f: FilterSpec, *, previous: str | None, duplicates: bool, duplicates_table: str | None
     ) -> str:
@@ -197,6 +202,17 @@ class ReaderFactory(Protocol):
         state_path: Path | None = None,
         memory_limit: str | None = None,
     ) -> WarehouseReader: ...
+
+
+def hash_sum(hashes: pa.Array | pa.ChunkedArray) -> int:
+    """The exact sum of 64-bit row hashes (NULLs left out, as SQL's sum does), for a
+    ``Dialect.streamed_fingerprint``: each hash is split into its signed high and unsigned low
+    32 bits, whose sums cannot overflow an int64 over fewer than 2^31 rows."""
+    import pyarrow.compute as pc
+
+    high = pc.sum(pc.shift_right(hashes, 32)).as_py() or 0
+    low = pc.sum(pc.bit_wise_and(hashes, 0xFFFFFFFF)).as_py() or 0
+    return int(high) * (1 << 32) + int(low)
 
 
 def open_reader(

@@ -2,7 +2,9 @@
 change to a value heap-dbt sends gives another, whatever the column's type.
 
 The fingerprint lets a no-op sync skip a model without a diff, so a change it missed would be a
-change never sent. It hashes each value with its type's own hash function (``PostgresDialect``).
+change never sent. It is the sum of the row hashes, which hash each value with its type's own
+hash function (``PostgresDialect``): the same hashes find the changed rows in the diff, and a
+first sync adds the fingerprint up from the rows it streams.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from heap_dbt import sql
 from heap_dbt.config import parse_specs, resolve_columns
 from heap_dbt.manifest import ModelNode
+from heap_dbt.warehouse import hash_sum
 from heap_dbt.warehouse.postgres.profile import parse_profile
 from heap_dbt.warehouse.postgres.reader import PostgresReader
 from tests.warehouses import PG_HOST, PG_PORT, PG_USER, Postgres, postgres_or_skip
@@ -68,9 +71,9 @@ def reader(pg: Postgres) -> Iterator[PostgresReader]:
     opened.close()
 
 
-def fingerprint(reader: PostgresReader, *rows: str) -> tuple[str, tuple[Any, ...]]:
+def build(reader: PostgresReader, *rows: str) -> sql.RecordQuery:
     """Rebuild table t from ``rows`` (a fresh table, as dbt's table materialization makes) and
-    return its fingerprint, and the first sync's one-statement probe."""
+    return the record query of a user sync keyed on ``id``."""
     for statement in (
         "DROP TABLE IF EXISTS t",
         f"CREATE TABLE t (id text, {TYPES})",
@@ -90,10 +93,26 @@ def fingerprint(reader: PostgresReader, *rows: str) -> tuple[str, tuple[Any, ...
         model_label="t", dialect=reader.dialect,
     )  # fmt: skip
     assert problems == []
+    return query
+
+
+def fingerprint(reader: PostgresReader, *rows: str) -> tuple[str, tuple[Any, ...]]:
+    """Rebuild table t from ``rows`` and return its fingerprint, and the one-statement probe."""
+    query = build(reader, *rows)
     probe = reader.fetch_one(query.probe_sql)
     both = reader.fetch_one(query.probe_duplicates_sql)
     assert both[:2] == probe
     return query.fingerprint(probe), both
+
+
+def row_hashes(reader: PostgresReader, *rows: str) -> dict[str | None, int]:
+    """Rebuild table t from ``rows`` and return each key's row hash, as a first sync streams it."""
+    query = build(reader, *rows)
+    hashes: dict[str | None, int] = {}
+    for batch in reader.records(query, batch_rows=1000):
+        keys, row_hash = batch.column(sql.KEY).to_pylist(), batch.column(sql.HASH).to_pylist()
+        hashes |= dict(zip(keys, row_hash, strict=True))
+    return hashes
 
 
 BASE = ("'u1', " + values(), "'u2', " + values(i4="7", txt="'z'"))
@@ -134,3 +153,25 @@ def test_the_first_sync_probe_counts_repeated_keys(reader: PostgresReader) -> No
     _, probe = fingerprint(reader, *BASE, "'u1', " + values(), "NULL, " + values(), "NULL, " + values())
     assert probe[0] == 5
     assert probe[2] == 1  # u1 twice; NULL keys are not repeats
+
+
+def test_the_fingerprint_is_the_sum_of_the_streamed_row_hashes(reader: PostgresReader) -> None:
+    # What a first sync relies on to skip the probe: the rows it streams add up to the fingerprint.
+    rows = [*BASE, "'u3', " + values(**{c: "NULL" for c in COLUMNS}), "NULL, " + values(txt="'q'")]
+    query = build(reader, *rows)
+    probe = reader.fetch_one(query.probe_sql)
+    streamed, total = 0, 0
+    for batch in reader.records(query, batch_rows=2):
+        streamed += batch.num_rows
+        total += hash_sum(batch.column(sql.HASH))
+    assert (streamed, str(total)) == (probe[0], probe[1])
+    assert streamed == len(rows)
+
+
+@pytest.mark.parametrize("column", list(COLUMNS))
+def test_a_changed_value_of_any_type_changes_that_rows_hash_only(reader: PostgresReader, column: str) -> None:
+    before = row_hashes(reader, *BASE)
+    after = row_hashes(reader, "'u1', " + values(**{column: COLUMNS[column][2]}), BASE[1])
+    nulled = row_hashes(reader, "'u1', " + values(**{column: "NULL"}), BASE[1])
+    assert before["u1"] != after["u1"] != nulled["u1"] != before["u1"]
+    assert before["u2"] == after["u2"] == nulled["u2"]

@@ -21,6 +21,8 @@ def _key_hashes(expr: str, k1: str, k2: str) -> str:
 class DuckDBDialect:
     """The Dialect of a DuckDB warehouse (``heap_dbt.warehouse.Dialect``)."""
 
+    streamed_fingerprint = False  # the probe and the duplicate count share one fast scan
+
     def candidates_sql(
         self, f: FilterSpec, *, previous: str | None, duplicates: bool, duplicates_table: str | None
     ) -> str:

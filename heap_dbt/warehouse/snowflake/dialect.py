@@ -47,6 +47,8 @@ class SnowflakeDialect:
     the reader found it; a name not there is its own.
     """
 
+    streamed_fingerprint = False  # the probe sums 31-bit slices of another hash (above)
+
     def __init__(self) -> None:
         self.sources: dict[tuple[str, str], str] = {}
 
