@@ -29,7 +29,7 @@ from heap_dbt.clock import Clock, SystemClock
 from heap_dbt.errors import ConfigError, OutOfMemoryError, StateError, WarehouseError
 from heap_dbt.manifest import Manifest, RunResults, load_run_results
 from heap_dbt.plan import Prepared, SyncOptions, base_url, plan_syncs, prepare
-from heap_dbt.profiles import ProjectPaths, resolve_project, resolve_target
+from heap_dbt.profiles import ProjectPaths, Target, resolve_project, resolve_target
 from heap_dbt.ratelimit import WINDOW_SECONDS, RateLimits
 from heap_dbt.report import RowIssue, SyncReport, SyncResult, take_sample
 from heap_dbt.sender import Cancellation, Delivery, Sender
@@ -431,15 +431,12 @@ async def run_sync_async(
     paths, specs, problems = planned.paths, planned.specs, planned.problems
     report.skipped = planned.skipped
     report.warnings += planned.warnings
-    # Artifacts from elsewhere name another machine's project, profiles and target.
-    run_args = planned.run_results.args if planned.run_results and manifest is None else {}
     if not specs and not problems:
         report.finished_at = _utc(clock)
         report.write(paths.target_path)
         return report
-    target = resolve_target(
-        paths, profiles_dir=options.profiles_dir, target=options.target, run_args=run_args, env=options.env
-    )
+    # Artifacts from elsewhere name another machine's project, profiles and target.
+    target = _target(options, paths, planned.run_results if manifest is None else None)
     state_path = _state_path(options, paths)
     async with state_lock(f"{paths.project_dir.resolve()}|{target.name}|{state_path}"):
         reader = await asyncio.to_thread(
@@ -558,12 +555,25 @@ def _state_path(options: SyncOptions, paths: ProjectPaths) -> Path | None:
     return path
 
 
+def _target(options: SyncOptions, paths: ProjectPaths, run_results: RunResults | None) -> Target:
+    """The dbt target a sync reads: ``--target``, else the one the synced dbt invocation ran
+    (``run_results``' args), else the profile's default."""
+    return resolve_target(
+        paths, profiles_dir=options.profiles_dir, target=options.target,
+        run_args=run_results.args if run_results else {}, env=options.env,
+    )  # fmt: skip
+
+
 @contextlib.contextmanager
-def open_state(options: SyncOptions, *, writable: bool) -> Iterator[StateStore | None]:
+def open_state(
+    options: SyncOptions, *, writable: bool, local_run: bool = True
+) -> Iterator[StateStore | None]:
     """The sync state of ``options``' project and target, outside a sync (``heap-dbt history``,
     the webhook delivery log of ``heap-dbt serve``); None when read-only and no state exists
     (no sync has written one yet), where a writable open would create it.
 
+    ``local_run``: the target is the one the local run_results.json ran, as for a local sync;
+    False for the state of syncs from dbt Cloud artifacts, which never read the local one.
     Writable, it takes the state's lock as a sync does (a second writer fails with a
     StateError), creating the state if there is none. Everything it opened is closed when
     the block ends, so that a sync (or ``dbt run`` on a DuckDB file) can take the state
@@ -571,11 +581,8 @@ def open_state(options: SyncOptions, *, writable: bool) -> Iterator[StateStore |
     never while one runs.
     """
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    run_results = load_run_results(paths.target_path / "run_results.json")
-    target = resolve_target(
-        paths, profiles_dir=options.profiles_dir, target=options.target,
-        run_args=run_results.args if run_results else {}, env=options.env,
-    )  # fmt: skip
+    run_results = load_run_results(paths.target_path / "run_results.json") if local_run else None
+    target = _target(options, paths, run_results)
     reader = open_reader(
         target, project_dir=paths.project_dir, writable=writable, state_path=_state_path(options, paths)
     )

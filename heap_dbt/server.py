@@ -15,7 +15,6 @@ starts next.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import signal
 import sys
@@ -384,19 +383,6 @@ async def serve(
         await runner.cleanup()
 
 
-def _pin_target(options: SyncOptions) -> SyncOptions:
-    """The options with the profile's target named, so that the delivery log (``open_state``) and
-    the syncs reach one state. A sync from dbt Cloud artifacts ignores a local run_results.json,
-    whose args would otherwise pick the target of whoever last ran dbt here."""
-    from heap_dbt.profiles import resolve_project, resolve_target
-
-    paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
-    target = resolve_target(
-        paths, profiles_dir=options.profiles_dir, target=options.target, run_args={}, env=options.env
-    )
-    return dataclasses.replace(options, target=target.name, profiles_dir=target.profiles_dir)
-
-
 def _error_text(exc: BaseException) -> str:
     """heap-dbt's own errors are one sentence without secrets; others name their type too."""
     return str(exc) if isinstance(exc, HeapDbtError) else f"unexpected {type(exc).__name__}: {exc}"
@@ -421,13 +407,13 @@ def run_server(
 
     secret = webhooks.secret_from_env(options.env)
     configured = webhooks.job_ids(jobs)
-    options = _pin_target(options)
 
     async def sync(job_id: str, run_id: str) -> SyncReport:
         return await sync_cloud_async(options, cloud=cloud, run_id=int(run_id))
 
     def state(*, writable: bool) -> AbstractContextManager[StateStore | None]:
-        return open_state(options, writable=writable)
+        # The syncs read dbt Cloud's artifacts, never a local run_results.json: nor does the log.
+        return open_state(options, writable=writable, local_run=False)
 
     async def main() -> None:
         server = WebhookServer(secret=secret, jobs=configured, sync=sync, open_state=state)

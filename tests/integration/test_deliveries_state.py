@@ -8,13 +8,14 @@ so these tests close and reopen the state between writing and reading.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
 
 from heap_dbt import engine
 from heap_dbt.emulator import RunningEmulator
-from heap_dbt.errors import StateError
+from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.plan import SyncOptions
 from heap_dbt.state import DeliveryRecord
 from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE
@@ -229,3 +230,22 @@ def test_a_sync_while_the_state_is_open_for_writing_fails_clearly_and_sends_noth
     assert emulator.emulator.snapshot()["requests"] == {}
     sync_users(wh_project, emulator)  # and once it is closed, the sync runs
     assert kept(wh_project)[1] == {"e1"}
+
+
+def test_the_log_of_syncs_from_dbt_cloud_ignores_the_target_a_local_dbt_run_names(project: Path) -> None:
+    # Someone ran `dbt run --target ci` here last: a local sync would use that target's state,
+    # but syncs from dbt Cloud artifacts (heap-dbt serve) use the profile's, and so must their log.
+    run_results = project / "target" / "run_results.json"
+    document = json.loads(run_results.read_text())
+    document["args"]["target"] = "ci"
+    run_results.write_text(json.dumps(document))
+
+    with engine.open_state(options(project), writable=True, local_run=False) as state:
+        assert state is not None
+        state.record_deliveries([delivery("e-cloud")])
+
+    with engine.open_state(options(project, target="dev"), writable=False) as state:
+        assert state is not None and state.seen_event_ids() == {"e-cloud"}
+    local = engine.open_state(options(project), writable=False)  # the local run's target
+    with pytest.raises(WarehouseError, match=r"heap_demo_ci\.duckdb does not exist"), local:
+        pass
