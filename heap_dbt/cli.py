@@ -241,7 +241,7 @@ def _cloud_call(
     return call
 
 
-def _sync_options(*, rate_window: float | None, **values: Any) -> Any:
+def _sync_options(*, rate_window: float | None = None, **values: Any) -> Any:
     """The SyncOptions of the flags (names as in SyncOptions), with the process environment."""
     from heap_dbt.api import make_options
 
@@ -273,23 +273,25 @@ def _sync_flags(
     require_tests: RequireTests = False,
     rate_window: RateWindow = None,
 ) -> None:
-    """The flags of a sync that sync, run and serve share, in their --help order: only this
-    signature counts (``_with_sync_flags`` gives it to the commands)."""
+    """The flags of the sync options, in their --help order: only this signature counts
+    (``_with_sync_flags`` gives these flags, or some of them, to the commands)."""
 
 
 # The parameter of a command that stands for the flags of ``_sync_flags``; it gets their SyncOptions.
 SyncFlags = Annotated["SyncOptions", "the flags of _sync_flags"]
 
 
-def _with_sync_flags(*, omit: Collection[str] = ()) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the flags of ``_sync_flags`` but ``omit``, where its ``SyncFlags``
-    parameter is, and call it with their SyncOptions in that parameter.
+def _with_sync_flags(
+    *, only: Collection[str] | None = None, omit: Collection[str] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the flags of ``_sync_flags`` (``only`` those, but not ``omit``), where its
+    ``SyncFlags`` parameter is, and call it with their SyncOptions in that parameter.
 
     typer reads a command's flags from its signature, so the signature becomes the command's
     own with these flags in place of that parameter: --help lists them in the order written.
     """
     shared = inspect.signature(_sync_flags, eval_str=True).parameters.values()
-    flags = [p for p in shared if p.name not in omit]
+    flags = [p for p in shared if (only is None or p.name in only) and p.name not in omit]
 
     def decorate(command: Callable[..., None]) -> Callable[..., None]:
         own = inspect.signature(command, eval_str=True)
@@ -412,23 +414,21 @@ def run(
     _sync_and_exit(call, options, json_output=json_output, debug=debug)
 
 
+# The flags that choose the models, for the commands that read only the manifest.
+_SELECTION = ("project_dir", "target_path", "select", "exclude", "selector")
+
+
 @app.command("ls")
+@_with_sync_flags(only=_SELECTION)
 def list_syncs(
-    project_dir: ProjectDir = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
+    *,
+    options: SyncFlags,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
     """List the syncs declared in the manifest (model, object, key, properties)."""
-    from heap_dbt.plan import SyncOptions, plan_specs
+    from heap_dbt.plan import plan_specs
 
-    options = SyncOptions(
-        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
-        selector=selector, env=dict(os.environ),
-    )  # fmt: skip
     try:
         _, _, specs, problems = plan_specs(options)
     except Exception as exc:  # one place turns every error into one sentence
@@ -446,12 +446,10 @@ def list_syncs(
 
 
 @app.command("exposures")
+@_with_sync_flags(only=_SELECTION)
 def write_exposures(
-    project_dir: ProjectDir = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
+    *,
+    options: SyncFlags,
     output: Annotated[
         Path | None,
         typer.Option(help="The YAML file to write (default: heap_exposures.yml in the first model path)."),
@@ -468,12 +466,8 @@ def write_exposures(
     """Write a dbt exposure per sync (heap_<model>), for dbt docs and `dbt build -s +exposure:...`."""
     from heap_dbt import exposures as ex
     from heap_dbt.errors import ConfigError
-    from heap_dbt.plan import SyncOptions, plan_specs
+    from heap_dbt.plan import plan_specs
 
-    options = SyncOptions(
-        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
-        selector=selector, env=dict(os.environ),
-    )  # fmt: skip
     try:
         paths, manifest, specs, problems = plan_specs(options)
         if problems:
@@ -504,25 +498,17 @@ def write_exposures(
 
 
 @app.command()
+@_with_sync_flags(only=("project_dir", "profiles_dir", "target", "target_path", "state_path", "state_schema"))
 def history(
-    project_dir: ProjectDir = None,
-    profiles_dir: ProfilesDir = None,
-    target: TargetOpt = None,
-    target_path: TargetPath = None,
-    state_path: StatePath = None,
-    state_schema: StateSchema = "heap_dbt",
+    *,
+    options: SyncFlags,
     limit: Annotated[int, typer.Option(min=1, help="How many runs to show.")] = 20,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
     """Show the last sync runs from the run log: when, what, and the counts."""
     from heap_dbt.engine import read_history
-    from heap_dbt.plan import SyncOptions
 
-    options = SyncOptions(
-        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
-        state_path=state_path, state_schema=state_schema, env=dict(os.environ),
-    )  # fmt: skip
     try:
         runs = read_history(options, limit=limit)
     except Exception as exc:  # one place turns every error into one sentence
