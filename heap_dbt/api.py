@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from heap_dbt.errors import ConfigError
 from heap_dbt.plan import SyncOptions
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 _FIELDS = {f.name: f for f in dataclasses.fields(SyncOptions)}
 _PATHS = {"project_dir", "profiles_dir", "target_path", "state_path"}
 _LISTS = {"select", "exclude"}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def make_options(options: SyncOptions | None = None, /, **fields: Any) -> SyncOptions:
@@ -205,24 +209,17 @@ async def sync_cloud_async(
     )  # fmt: skip
 
 
-def sync_cloud(
-    options: SyncOptions | None = None,
-    /,
-    *,
-    cloud: CloudConfig,
-    run_id: int | None = None,
-    job_id: int | None = None,
-    wait: float | None = None,
-    transport: Transport | None = None,
-    clock: Clock | None = None,
-    progress: ProgressFn | None = None,
-    poll_interval: float | None = None,
-    **fields: Any,
-) -> SyncReport:
-    """``sync_cloud_async`` on an event loop of its own; call it where no event loop runs."""
-    return asyncio.run(
-        sync_cloud_async(
-            options, cloud=cloud, run_id=run_id, job_id=job_id, wait=wait, transport=transport,
-            clock=clock, progress=progress, poll_interval=poll_interval, **fields,
-        )
-    )  # fmt: skip
+def _blocking(async_fn: Callable[_P, Coroutine[Any, Any, _R]]) -> Callable[_P, _R]:
+    """``async_fn`` on an event loop of its own, with its signature (for type checkers, ``help``
+    and ``inspect``), named without its ``_async``."""
+
+    @functools.wraps(async_fn)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return asyncio.run(async_fn(*args, **kwargs))
+
+    call.__name__ = call.__qualname__ = async_fn.__name__.removesuffix("_async")
+    call.__doc__ = f"``{async_fn.__name__}`` on an event loop of its own; call it where no event loop runs."
+    return call
+
+
+sync_cloud = _blocking(sync_cloud_async)

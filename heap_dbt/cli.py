@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from heap_dbt import __version__
 from heap_dbt.errors import HeapDbtError
+
+if TYPE_CHECKING:
+    from heap_dbt.plan import SyncOptions
 
 app = typer.Typer(
     help="Sync dbt models to Heap (users, accounts, events).",
@@ -235,11 +241,76 @@ def _cloud_call(
     return call
 
 
-def _sync_options(*, rate_window: float | None, **values: Any) -> Any:
+def _sync_options(*, rate_window: float | None = None, **values: Any) -> Any:
     """The SyncOptions of the flags (names as in SyncOptions), with the process environment."""
     from heap_dbt.api import make_options
 
     return make_options(**values, env=_with_rate_window(dict(os.environ), rate_window))
+
+
+def _sync_flags(
+    project_dir: ProjectDir = None,
+    profiles_dir: ProfilesDir = None,
+    target: TargetOpt = None,
+    target_path: TargetPath = None,
+    select: Select = None,
+    exclude: Exclude = None,
+    selector: Selector = None,
+    app_id: AppId = None,
+    region: Region = "us",
+    concurrency: Concurrency = 8,
+    batch_size: BatchSize = 1000,
+    events_per_minute: EventsPerMinute = 15_000,
+    events_per_identity_per_minute: EventsPerIdentity = 1_000,
+    max_attempts: MaxAttempts = 6,
+    timeout: Timeout = 30.0,
+    dry_run: DryRun = False,
+    full_refresh: FullRefresh = False,
+    state_path: StatePath = None,
+    state_schema: StateSchema = "heap_dbt",
+    memory_limit: MemoryLimit = None,
+    all_models: AllModels = False,
+    require_tests: RequireTests = False,
+    rate_window: RateWindow = None,
+) -> None:
+    """The flags of the sync options, in their --help order: only this signature counts
+    (``_with_sync_flags`` gives these flags, or some of them, to the commands)."""
+
+
+# The parameter of a command that stands for the flags of ``_sync_flags``; it gets their SyncOptions.
+SyncFlags = Annotated["SyncOptions", "the flags of _sync_flags"]
+
+
+def _with_sync_flags(
+    *, only: Collection[str] | None = None, omit: Collection[str] = ()
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the flags of ``_sync_flags`` (``only`` those, but not ``omit``), where its
+    ``SyncFlags`` parameter is, and call it with their SyncOptions in that parameter.
+
+    typer reads a command's flags from its signature, so the signature becomes the command's
+    own with these flags in place of that parameter: --help lists them in the order written.
+    """
+    shared = inspect.signature(_sync_flags, eval_str=True).parameters.values()
+    flags = [p for p in shared if (only is None or p.name in only) and p.name not in omit]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = inspect.signature(command, eval_str=True)
+        (slot,) = (p for p in own.parameters.values() if p.annotation is SyncFlags)
+        params: list[inspect.Parameter] = []
+        for p in own.parameters.values():
+            params += [f.replace(kind=p.kind) for f in flags] if p is slot else [p]
+
+        @functools.wraps(command)
+        def call(**values: Any) -> None:
+            options = _sync_options(**{f.name: values.pop(f.name) for f in flags})
+            command(**values, **{slot.name: options})
+
+        call.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+        # typer reads the annotations too; the slot's names SyncOptions, which is imported lazily.
+        call.__annotations__ = {p.name: p.annotation for p in params}
+        return call
+
+    return decorate
 
 
 def _sync_and_exit(call: Any, options: Any, *, json_output: bool, debug: bool) -> None:
@@ -282,32 +353,12 @@ def _with_rate_window(env: dict[str, str], rate_window: float | None) -> dict[st
 
 
 @app.command()
+@_with_sync_flags()
 def sync(
-    project_dir: ProjectDir = None,
-    profiles_dir: ProfilesDir = None,
-    target: TargetOpt = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
-    app_id: AppId = None,
-    region: Region = "us",
-    concurrency: Concurrency = 8,
-    batch_size: BatchSize = 1000,
-    events_per_minute: EventsPerMinute = 15_000,
-    events_per_identity_per_minute: EventsPerIdentity = 1_000,
-    max_attempts: MaxAttempts = 6,
-    timeout: Timeout = 30.0,
-    dry_run: DryRun = False,
-    full_refresh: FullRefresh = False,
-    state_path: StatePath = None,
-    state_schema: StateSchema = "heap_dbt",
-    memory_limit: MemoryLimit = None,
-    all_models: AllModels = False,
-    require_tests: RequireTests = False,
+    *,
+    options: SyncFlags,
     json_output: JsonOutput = False,
     debug: Debug = False,
-    rate_window: RateWindow = None,
     dbt_cloud_job: CloudJob = None,
     dbt_cloud_run: CloudRun = None,
     dbt_cloud_host: CloudHost = None,
@@ -332,16 +383,6 @@ def sync(
     except Exception as exc:  # one place turns every error into one sentence
         _fail(exc, debug=debug)
         return
-
-    options = _sync_options(
-        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
-        select=select, exclude=exclude, selector=selector, app_id=app_id, region=region,
-        concurrency=concurrency, batch_size=batch_size, events_per_minute=events_per_minute,
-        events_per_identity_per_minute=events_per_identity_per_minute, max_attempts=max_attempts,
-        timeout=timeout, dry_run=dry_run, full_refresh=full_refresh, state_path=state_path,
-        state_schema=state_schema, memory_limit=memory_limit, all_models=all_models,
-        require_tests=require_tests, rate_window=rate_window,
-    )  # fmt: skip
     _sync_and_exit(call, options, json_output=json_output, debug=debug)
 
 
@@ -349,35 +390,15 @@ def sync(
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
     no_args_is_help=True,
 )
+@_with_sync_flags()
 def run(
     dbt_args: Annotated[
         list[str], typer.Argument(help="The dbt command and its arguments, e.g. build --select tag:heap.")
     ],
-    project_dir: ProjectDir = None,
-    profiles_dir: ProfilesDir = None,
-    target: TargetOpt = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
-    app_id: AppId = None,
-    region: Region = "us",
-    concurrency: Concurrency = 8,
-    batch_size: BatchSize = 1000,
-    events_per_minute: EventsPerMinute = 15_000,
-    events_per_identity_per_minute: EventsPerIdentity = 1_000,
-    max_attempts: MaxAttempts = 6,
-    timeout: Timeout = 30.0,
-    dry_run: DryRun = False,
-    full_refresh: FullRefresh = False,
-    state_path: StatePath = None,
-    state_schema: StateSchema = "heap_dbt",
-    memory_limit: MemoryLimit = None,
-    all_models: AllModels = False,
-    require_tests: RequireTests = False,
+    *,
+    options: SyncFlags,
     json_output: JsonOutput = False,
     debug: Debug = False,
-    rate_window: RateWindow = None,
 ) -> None:
     """Run dbt (e.g. `heap-dbt run build -s tag:heap`), then sync the models it built.
 
@@ -387,39 +408,27 @@ def run(
     """
     from heap_dbt.api import run as api_run
 
-    options = _sync_options(
-        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
-        select=select, exclude=exclude, selector=selector, app_id=app_id, region=region,
-        concurrency=concurrency, batch_size=batch_size, events_per_minute=events_per_minute,
-        events_per_identity_per_minute=events_per_identity_per_minute, max_attempts=max_attempts,
-        timeout=timeout, dry_run=dry_run, full_refresh=full_refresh, state_path=state_path,
-        state_schema=state_schema, memory_limit=memory_limit, all_models=all_models,
-        require_tests=require_tests, rate_window=rate_window,
-    )  # fmt: skip
-
     def call(opts: Any, **kw: Any) -> Any:
         return api_run(dbt_args, opts, **kw)
 
     _sync_and_exit(call, options, json_output=json_output, debug=debug)
 
 
+# The flags that choose the models, for the commands that read only the manifest.
+_SELECTION = ("project_dir", "target_path", "select", "exclude", "selector")
+
+
 @app.command("ls")
+@_with_sync_flags(only=_SELECTION)
 def list_syncs(
-    project_dir: ProjectDir = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
+    *,
+    options: SyncFlags,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
     """List the syncs declared in the manifest (model, object, key, properties)."""
-    from heap_dbt.plan import SyncOptions, plan_specs
+    from heap_dbt.plan import plan_specs
 
-    options = SyncOptions(
-        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
-        selector=selector, env=dict(os.environ),
-    )  # fmt: skip
     try:
         _, _, specs, problems = plan_specs(options)
     except Exception as exc:  # one place turns every error into one sentence
@@ -437,12 +446,10 @@ def list_syncs(
 
 
 @app.command("exposures")
+@_with_sync_flags(only=_SELECTION)
 def write_exposures(
-    project_dir: ProjectDir = None,
-    target_path: TargetPath = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
+    *,
+    options: SyncFlags,
     output: Annotated[
         Path | None,
         typer.Option(help="The YAML file to write (default: heap_exposures.yml in the first model path)."),
@@ -459,12 +466,8 @@ def write_exposures(
     """Write a dbt exposure per sync (heap_<model>), for dbt docs and `dbt build -s +exposure:...`."""
     from heap_dbt import exposures as ex
     from heap_dbt.errors import ConfigError
-    from heap_dbt.plan import SyncOptions, plan_specs
+    from heap_dbt.plan import plan_specs
 
-    options = SyncOptions(
-        project_dir=project_dir, target_path=target_path, select=select, exclude=exclude,
-        selector=selector, env=dict(os.environ),
-    )  # fmt: skip
     try:
         paths, manifest, specs, problems = plan_specs(options)
         if problems:
@@ -495,25 +498,17 @@ def write_exposures(
 
 
 @app.command()
+@_with_sync_flags(only=("project_dir", "profiles_dir", "target", "target_path", "state_path", "state_schema"))
 def history(
-    project_dir: ProjectDir = None,
-    profiles_dir: ProfilesDir = None,
-    target: TargetOpt = None,
-    target_path: TargetPath = None,
-    state_path: StatePath = None,
-    state_schema: StateSchema = "heap_dbt",
+    *,
+    options: SyncFlags,
     limit: Annotated[int, typer.Option(min=1, help="How many runs to show.")] = 20,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON on stdout.")] = False,
     debug: Debug = False,
 ) -> None:
     """Show the last sync runs from the run log: when, what, and the counts."""
     from heap_dbt.engine import read_history
-    from heap_dbt.plan import SyncOptions
 
-    options = SyncOptions(
-        project_dir=project_dir, profiles_dir=profiles_dir, target=target, target_path=target_path,
-        state_path=state_path, state_schema=state_schema, env=dict(os.environ),
-    )  # fmt: skip
     try:
         runs = read_history(options, limit=limit)
     except Exception as exc:  # one place turns every error into one sentence
@@ -528,6 +523,7 @@ def history(
 
 
 @app.command()
+@_with_sync_flags(omit=("target_path", "dry_run", "full_refresh", "all_models"))
 def serve(
     dbt_cloud_job: Annotated[
         list[str],
@@ -544,26 +540,9 @@ def serve(
     dbt_cloud_host: CloudHost = None,
     dbt_cloud_account_id: CloudAccount = None,
     dbt_cloud_token: CloudToken = None,
-    project_dir: ProjectDir = None,
-    profiles_dir: ProfilesDir = None,
-    target: TargetOpt = None,
-    select: Select = None,
-    exclude: Exclude = None,
-    selector: Selector = None,
-    app_id: AppId = None,
-    region: Region = "us",
-    concurrency: Concurrency = 8,
-    batch_size: BatchSize = 1000,
-    events_per_minute: EventsPerMinute = 15_000,
-    events_per_identity_per_minute: EventsPerIdentity = 1_000,
-    max_attempts: MaxAttempts = 6,
-    timeout: Timeout = 30.0,
-    state_path: StatePath = None,
-    state_schema: StateSchema = "heap_dbt",
-    memory_limit: MemoryLimit = None,
-    require_tests: RequireTests = False,
+    *,
+    options: SyncFlags,
     debug: Debug = False,
-    rate_window: RateWindow = None,
 ) -> None:
     """Serve dbt Cloud's job.run.completed webhook: sync after each successful run of the jobs.
 
@@ -576,14 +555,6 @@ def serve(
 
     os.umask(0o077)  # heap_sync_results.json and a --state-path file hold row keys
     try:
-        options = _sync_options(
-            project_dir=project_dir, profiles_dir=profiles_dir, target=target, select=select,
-            exclude=exclude, selector=selector, app_id=app_id, region=region, concurrency=concurrency,
-            batch_size=batch_size, events_per_minute=events_per_minute,
-            events_per_identity_per_minute=events_per_identity_per_minute, max_attempts=max_attempts,
-            timeout=timeout, state_path=state_path, state_schema=state_schema, memory_limit=memory_limit,
-            require_tests=require_tests, rate_window=rate_window,
-        )  # fmt: skip
         secret_from_env(options.env)  # refuse to start without it, before anything else
         cloud = CloudConfig.resolve(
             options.env, token=dbt_cloud_token, account_id=dbt_cloud_account_id, host=dbt_cloud_host

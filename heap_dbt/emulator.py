@@ -6,7 +6,7 @@ stores what a real Heap environment keeps (last-write-wins properties, first-wri
 oversized bodies, dropped connections and answers (the next N, or a random share), and outages
 in which every request fails for a while. Rate limits count a request when it arrives, as Heap
 does, on a clock that ``time_scale`` can speed up so that tests need not wait real minutes. It
-imports nothing from ``heap_dbt`` but ``emulator_payloads`` so it can run on its own::
+imports nothing from ``heap_dbt`` but ``emulator_payloads`` and ``serving`` so it can run on its own::
 
     python -m heap_dbt.emulator --port 8765 --state-file heap_state.json
     python -m heap_dbt.emulator --events-per-minute 15000 --time-scale 20   # a minute in 3 s
@@ -49,6 +49,7 @@ from heap_dbt.emulator_payloads import (
     decode_json,
     parse_request,
 )
+from heap_dbt.serving import serve_in_thread, start_app
 
 DEFAULT_MAX_BODY_BYTES = 50 * 1024 * 1024
 RATE_WINDOW_SECONDS = 60.0
@@ -620,22 +621,13 @@ class RunningEmulator:
     emulator: HeapEmulator
 
 
-async def _start(emulator: HeapEmulator, host: str, port: int) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(emulator.app, shutdown_timeout=0.5, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound_host, bound_port = runner.addresses[0][:2]
-    return runner, f"http://{bound_host}:{bound_port}"
-
-
 @contextlib.asynccontextmanager
 async def serve(
     *, host: str = "127.0.0.1", port: int = 0, emulator: HeapEmulator | None = None, **config: Any
 ) -> AsyncIterator[RunningEmulator]:
     """Serve an emulator on the running loop (async tests); ``config`` goes to HeapEmulator()."""
     emulator = emulator if emulator is not None else HeapEmulator(**config)
-    runner, url = await _start(emulator, host, port)
+    runner, url = await start_app(emulator.app, host, port)
     try:
         yield RunningEmulator(url, emulator)
     finally:
@@ -648,49 +640,12 @@ def run_in_thread(
 ) -> Iterator[RunningEmulator]:
     """Serve an emulator from a background thread with its own event loop (sync tests)."""
     emulator = emulator if emulator is not None else HeapEmulator(**config)
-    ready = threading.Event()
-    started: list[str] = []
-    failures: list[BaseException] = []
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        try:
-            runner, url = await _start(emulator, host, port)
-        except BaseException as exc:
-            failures.append(exc)
-            ready.set()
-            return
-        started.append(url)
-        ready.set()
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    thread = threading.Thread(target=target, name="heap-emulator", daemon=True)
-    thread.start()
-    ready.wait()
-    if failures:
-        thread.join()
-        raise failures[0]
-    try:
-        yield RunningEmulator(started[0], emulator)
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
+    with serve_in_thread(emulator.app, name="heap-emulator", host=host, port=port) as url:
+        yield RunningEmulator(url, emulator)
 
 
 async def _serve_forever(emulator: HeapEmulator, host: str, port: int) -> None:
-    runner, url = await _start(emulator, host, port)
+    runner, url = await start_app(emulator.app, host, port)
     print(f"Heap emulator listening on {url}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

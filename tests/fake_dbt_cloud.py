@@ -14,7 +14,6 @@ scripted to fail (429, 5xx) a few times. Every request is logged with its header
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from heap_dbt.serving import serve_in_thread
 
 ACCOUNT_ID = 43
 TOKEN = "dbtc_fake-service-token-0123456789"
@@ -224,44 +225,6 @@ def _error(status: int, message: str) -> web.Response:
 def serve_fake_dbt_cloud(cloud: FakeDbtCloud | None = None) -> Iterator[FakeDbtCloud]:
     """Serve a FakeDbtCloud on 127.0.0.1 (a random port) from a thread with its own event loop."""
     cloud = cloud if cloud is not None else FakeDbtCloud()
-    ready = threading.Event()
-    failures: list[BaseException] = []
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        runner = web.AppRunner(cloud.app(), shutdown_timeout=0.5, access_log=None)
-        try:
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            host, port = runner.addresses[0][:2]
-            cloud.url = f"http://{host}:{port}"
-        except BaseException as exc:
-            failures.append(exc)
-            ready.set()
-            return
-        ready.set()
-        try:
-            await stop.wait()
-        finally:
-            await runner.cleanup()
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(main())
-        finally:
-            loop.close()
-
-    thread = threading.Thread(target=target, name="fake-dbt-cloud", daemon=True)
-    thread.start()
-    ready.wait()
-    if failures:
-        thread.join()
-        raise failures[0]
-    try:
+    with serve_in_thread(cloud.app(), name="fake-dbt-cloud") as url:
+        cloud.url = url
         yield cloud
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
