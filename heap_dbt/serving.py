@@ -11,7 +11,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 
-from aiohttp import web  # noqa: TID251 (the server side of the emulator and the test fakes)
+from aiohttp import web
 
 
 async def start_app(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
