@@ -24,6 +24,24 @@ from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE, DeliveryLog, Deliver
 if TYPE_CHECKING:
     import pyarrow as pa
 
+TABLES: dict[str, dict[str, str]] = {
+    "state_info": {"version": "int32", "created_at": "time"},
+    "sync_state": {"sync_id": "text", "k1": "hash", "k2": "hash", "hash": "hash", "run_id": "int"},
+    "sync_fingerprint": {"sync_id": "text", "fingerprint": "text", "run_id": "int"},
+    "sync_runs": {
+        "run_id": "int", "sync_id": "text", "model": "text", "object": "text", "meta_path": "text",
+        "app_id": "text", "full_refresh": "bool", "started_at": "time", "finished_at": "time",
+        "read": "int", "sent": "int", "unchanged": "int", "rejected": "int", "failed": "int",
+        "removed": "int", "outcome": "text",
+    },
+}  # fmt: skip
+"""The state's tables, each column by kind: ``int32``, ``int`` (64-bit), ``hash`` (a 64-bit
+hash), ``text``, ``bool``, ``time`` (naive UTC); a store's ``TYPES`` spells each kind."""
+_DELIVERY_KINDS = {
+    "event_id": "text", "received_at": "time", "job_id": "text", "run_id": "text",
+    "decision": "text", "outcome": "text", "seq": "int",
+}  # fmt: skip
+"""The delivery log's columns (``heap_dbt.warehouse.deliveries.COLUMNS``) by kind."""
 _COUNTS = ("read", "sent", "unchanged", "rejected", "failed", "removed")
 _ACTIVE = f"('running', {lit(UNCOMPACTED)})"
 """The outcomes of a run that left its keys with two rows (it never finished, or could not compact)."""
@@ -33,16 +51,15 @@ class SQLState(DeliveryLogMixin, abc.ABC):
     """State tables in one schema (a StateStore, ``heap_dbt.state``), in an engine's SQL.
 
     ``prefix`` is the schema as SQL (``catalog.schema``, quoted), ``where`` the same for
-    messages. A subclass sets its tables' types (``COLUMNS``, ``DELIVERIES``), how to start
-    over in a hint (``START_OVER``), and implements ``_run``, ``_tables``, ``_newest`` and
+    messages. A subclass sets its engine's type for each kind of column (``TYPES``), how to
+    start over in a hint (``START_OVER``), and implements ``_run``, ``_tables``, ``_newest`` and
     ``acknowledge``. Calls are serialised with ``_lock``; another writer is kept off the
     state by the engine's lock on it, so ``max(run_id) + 1`` cannot race.
     """
 
-    COLUMNS: ClassVar[Mapping[str, Mapping[str, str]]]
-    """Each table's columns and their types in the engine (the delivery log's aside)."""
-    DELIVERIES: ClassVar[Mapping[str, str]]
-    """The delivery log's column types (``heap_dbt.warehouse.deliveries.COLUMNS``)."""
+    TYPES: ClassVar[Mapping[str, str]]
+    """The engine's type for each kind of column in ``TABLES``."""
+    TABLES: ClassVar[Mapping[str, Mapping[str, str]]] = TABLES
     START_OVER: ClassVar[str] = "or pass another --state-schema"
 
     def __init__(self, *, prefix: str, where: str, writable: bool) -> None:
@@ -52,9 +69,19 @@ class SQLState(DeliveryLogMixin, abc.ABC):
         self.writable = writable
         self.exists = False
         self._log = DeliveryLog(
-            self._log_run, table=self.table(DELIVERIES_TABLE), types=self.DELIVERIES, mark=self._mark,
-            where=where, writable=writable,
+            self._log_run, table=self.table(DELIVERIES_TABLE), types=self._typed(_DELIVERY_KINDS),
+            mark=self._mark, where=where, writable=writable,
         )  # fmt: skip
+
+    @classmethod
+    def _typed(cls, kinds: Mapping[str, str]) -> dict[str, str]:
+        """Columns by kind (as in ``TABLES``), each with the engine's type instead."""
+        return {c: cls.TYPES[k] for c, k in kinds.items()}
+
+    @classmethod
+    def columns(cls) -> dict[str, dict[str, str]]:
+        """Each table's columns (the delivery log's aside) and their types in the engine."""
+        return {t: cls._typed(kinds) for t, kinds in cls.TABLES.items()}
 
     # --- what an engine says -------------------------------------------------------------------
 
@@ -88,7 +115,7 @@ class SQLState(DeliveryLogMixin, abc.ABC):
         """Around the state's upkeep (``what``, for a message): nothing, unless an engine says."""
         yield
 
-    # --- opening ---------------------------------------------------------------------------------
+    # --- statements, and opening the state ------------------------------------------------------
 
     def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = self._run(sql, params)
@@ -122,7 +149,7 @@ class SQLState(DeliveryLogMixin, abc.ABC):
         self._run("BEGIN")
         try:
             self._run(f"CREATE SCHEMA IF NOT EXISTS {self._prefix}")
-            for table, columns in self.COLUMNS.items():
+            for table, columns in self.columns().items():
                 cols = ", ".join(f"{ident(c)} {t}" for c, t in columns.items())
                 self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
             self._run(
@@ -158,8 +185,8 @@ class SQLState(DeliveryLogMixin, abc.ABC):
                 f"The heap-dbt state in {self.where} has version {versions[0][0]}; this heap-dbt reads "
                 f"version {STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
             )
-        optional = {DELIVERIES_TABLE: self.DELIVERIES} if DELIVERIES_TABLE in found else {}
-        for table, columns in (dict(self.COLUMNS) | optional).items():
+        optional = {DELIVERIES_TABLE: _DELIVERY_KINDS} if DELIVERIES_TABLE in found else {}
+        for table, columns in (dict(self.TABLES) | optional).items():
             missing = [c for c in columns if c not in found.get(table, set())]
             if missing:
                 raise StateError(

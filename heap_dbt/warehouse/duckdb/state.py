@@ -32,23 +32,9 @@ if TYPE_CHECKING:
 
 MAINTENANCE_MEMORY = "160MB"  # for the self-join that dedupes the state after a crashed run
 
-_COLUMNS = {
-    "state_info": {"version": "INTEGER", "created_at": "TIMESTAMP"},
-    "sync_state": {
-        "sync_id": "VARCHAR", "k1": "UBIGINT", "k2": "UBIGINT", "hash": "UBIGINT", "run_id": "BIGINT",
-    },
-    "sync_fingerprint": {"sync_id": "VARCHAR", "fingerprint": "VARCHAR", "run_id": "BIGINT"},
-    "sync_runs": {
-        "run_id": "BIGINT", "sync_id": "VARCHAR", "model": "VARCHAR", "object": "VARCHAR",
-        "meta_path": "VARCHAR", "app_id": "VARCHAR", "full_refresh": "BOOLEAN",
-        "started_at": "TIMESTAMP", "finished_at": "TIMESTAMP", "read": "BIGINT",
-        "sent": "BIGINT", "unchanged": "BIGINT", "rejected": "BIGINT", "failed": "BIGINT",
-        "removed": "BIGINT", "outcome": "VARCHAR",
-    },
-}  # fmt: skip
-_DELIVERIES = {
-    "event_id": "VARCHAR", "received_at": "TIMESTAMP", "job_id": "VARCHAR", "run_id": "VARCHAR",
-    "decision": "VARCHAR", "outcome": "VARCHAR", "seq": "BIGINT",
+_TYPES = {
+    "int32": "INTEGER", "int": "BIGINT", "hash": "UBIGINT", "text": "VARCHAR", "bool": "BOOLEAN",
+    "time": "TIMESTAMP",
 }  # fmt: skip
 
 
@@ -59,8 +45,7 @@ class DuckDBState(SQLState):
     original connection while acknowledgements are written here.
     """
 
-    COLUMNS = _COLUMNS
-    DELIVERIES = _DELIVERIES
+    TYPES = _TYPES
     START_OVER = "or point --state-path at a new file"
 
     def __init__(self, con: duckdb.DuckDBPyConnection, *, catalog: str, schema: str, writable: bool) -> None:

@@ -23,21 +23,9 @@ if TYPE_CHECKING:
     import pyarrow as pa
     from adbc_driver_manager import dbapi
 
-_COLUMNS = {
-    "state_info": {"version": "integer", "created_at": "timestamp"},
-    "sync_state": {"sync_id": "text", "k1": "bigint", "k2": "bigint", "hash": "bigint", "run_id": "bigint"},
-    "sync_fingerprint": {"sync_id": "text", "fingerprint": "text", "run_id": "bigint"},
-    "sync_runs": {
-        "run_id": "bigint", "sync_id": "text", "model": "text", "object": "text",
-        "meta_path": "text", "app_id": "text", "full_refresh": "boolean",
-        "started_at": "timestamp", "finished_at": "timestamp", "read": "bigint",
-        "sent": "bigint", "unchanged": "bigint", "rejected": "bigint", "failed": "bigint",
-        "removed": "bigint", "outcome": "text",
-    },
-}  # fmt: skip
-_DELIVERIES = {
-    "event_id": "text", "received_at": "timestamp", "job_id": "text", "run_id": "text",
-    "decision": "text", "outcome": "text", "seq": "bigint",
+_TYPES = {
+    "int32": "integer", "int": "bigint", "hash": "bigint", "text": "text", "bool": "boolean",
+    "time": "timestamp",
 }  # fmt: skip
 
 
@@ -48,8 +36,7 @@ class PostgresState(SQLState):
     acknowledgements, on first use.
     """
 
-    COLUMNS = _COLUMNS
-    DELIVERIES = _DELIVERIES
+    TYPES = _TYPES
 
     def __init__(
         self,

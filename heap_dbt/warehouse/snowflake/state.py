@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.sql import ident, lit
 from heap_dbt.state import STATE_VERSION
-from heap_dbt.warehouse.sql_state import SQLState, now
+from heap_dbt.warehouse.sql_state import TABLES, SQLState, now
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -44,33 +44,17 @@ ACK_CHUNK_ROWS = 5000
 LOCK_NAME = "state"
 NOW = "DATE_PART(EPOCH_SECOND, CURRENT_TIMESTAMP())"
 
-_COLUMNS = {
-    "state_info": {"version": "NUMBER(10, 0)", "created_at": "TIMESTAMP_NTZ"},
-    "sync_state": {
-        "sync_id": "VARCHAR", "k1": "NUMBER(19, 0)", "k2": "NUMBER(19, 0)", "hash": "NUMBER(19, 0)",
-        "run_id": "NUMBER(19, 0)",
-    },
-    "sync_fingerprint": {"sync_id": "VARCHAR", "fingerprint": "VARCHAR", "run_id": "NUMBER(19, 0)"},
-    "sync_runs": {
-        "run_id": "NUMBER(19, 0)", "sync_id": "VARCHAR", "model": "VARCHAR", "object": "VARCHAR",
-        "meta_path": "VARCHAR", "app_id": "VARCHAR", "full_refresh": "BOOLEAN",
-        "started_at": "TIMESTAMP_NTZ", "finished_at": "TIMESTAMP_NTZ", "read": "NUMBER(19, 0)",
-        "sent": "NUMBER(19, 0)", "unchanged": "NUMBER(19, 0)", "rejected": "NUMBER(19, 0)",
-        "failed": "NUMBER(19, 0)", "removed": "NUMBER(19, 0)", "outcome": "VARCHAR",
-    },
-    "sync_lock": {"name": "VARCHAR", "owner": "VARCHAR", "expires_at": "NUMBER(19, 0)"},
-}  # fmt: skip
-_DELIVERIES = {
-    "event_id": "VARCHAR", "received_at": "TIMESTAMP_NTZ", "job_id": "VARCHAR", "run_id": "VARCHAR",
-    "decision": "VARCHAR", "outcome": "VARCHAR", "seq": "NUMBER(19, 0)",
+_TYPES = {
+    "int32": "NUMBER(10, 0)", "int": "NUMBER(19, 0)", "hash": "NUMBER(19, 0)", "text": "VARCHAR",
+    "bool": "BOOLEAN", "time": "TIMESTAMP_NTZ",
 }  # fmt: skip
 
 
 class SnowflakeState(SQLState):
     """State tables in one schema of the Snowflake database (a StateStore, ``heap_dbt.state``)."""
 
-    COLUMNS = _COLUMNS
-    DELIVERIES = _DELIVERIES
+    TYPES = _TYPES
+    TABLES = TABLES | {"sync_lock": {"name": "text", "owner": "text", "expires_at": "int"}}
 
     def __init__(
         self,
@@ -141,12 +125,12 @@ class SnowflakeState(SQLState):
         (``_stopped_creating``).
         """
         self._run(f"CREATE SCHEMA IF NOT EXISTS {self._prefix}")
-        for table, columns in _COLUMNS.items():
+        for table, columns in self.columns().items():
             if table != "state_info":
                 # Unquoted, as every statement names them: Snowflake folds both to upper case.
                 cols = ", ".join(f"{c} {t}" for c, t in columns.items())
                 self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
-        info = _COLUMNS["state_info"]
+        info = self.columns()["state_info"]
         self._run(
             f"CREATE TABLE {self.table('state_info')} AS SELECT CAST(%s AS {info['version']}) AS version, "
             f"CAST(%s AS {info['created_at']}) AS created_at",
@@ -156,7 +140,7 @@ class SnowflakeState(SQLState):
     def _stopped_creating(self, found: Mapping[str, Collection[str]]) -> bool:
         """No state_info, and nothing but heap-dbt's own tables, all empty: a run stopped while
         creating the state (``_create``), which this one finishes rather than call corrupt."""
-        if "state_info" in found or not set(found) <= set(_COLUMNS):
+        if "state_info" in found or not set(found) <= set(self.TABLES):
             return False
         return all(not self._run(f"SELECT 1 FROM {self.table(t)} LIMIT 1") for t in found)
 
