@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -170,3 +171,23 @@ class DeliveryLog:
         if not self.exists:
             return set()
         return {str(r[0]) for r in self._run(f"SELECT {_EVENT_ID} FROM {self._table}", ())}
+
+
+class DeliveryLogMixin:
+    """A state store's delivery-log methods (``heap_dbt.state.StateStore``): its ``_log``,
+    each call under its ``_lock``."""
+
+    _log: DeliveryLog
+    _lock: threading.Lock
+
+    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
+        with self._lock:
+            self._log.record(records)
+
+    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
+        with self._lock:
+            return self._log.last(limit=limit)
+
+    def seen_event_ids(self) -> set[str]:
+        with self._lock:
+            return self._log.seen()

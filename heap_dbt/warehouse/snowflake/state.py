@@ -20,18 +20,17 @@ another; a slow one cannot, since renewing needs no progress of the sync.
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from heap_dbt.errors import StateError, WarehouseError
 from heap_dbt.sql import ident, lit
-from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, DeliveryRecord, RunRecord
-from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE, DeliveryLog
+from heap_dbt.state import STATE_VERSION
+from heap_dbt.warehouse.sql_state import TABLES, SQLState, now
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -45,30 +44,17 @@ ACK_CHUNK_ROWS = 5000
 LOCK_NAME = "state"
 NOW = "DATE_PART(EPOCH_SECOND, CURRENT_TIMESTAMP())"
 
-_COLUMNS = {
-    "state_info": {"version": "NUMBER(10, 0)", "created_at": "TIMESTAMP_NTZ"},
-    "sync_state": {
-        "sync_id": "VARCHAR", "k1": "NUMBER(19, 0)", "k2": "NUMBER(19, 0)", "hash": "NUMBER(19, 0)",
-        "run_id": "NUMBER(19, 0)",
-    },
-    "sync_fingerprint": {"sync_id": "VARCHAR", "fingerprint": "VARCHAR", "run_id": "NUMBER(19, 0)"},
-    "sync_runs": {
-        "run_id": "NUMBER(19, 0)", "sync_id": "VARCHAR", "model": "VARCHAR", "object": "VARCHAR",
-        "meta_path": "VARCHAR", "app_id": "VARCHAR", "full_refresh": "BOOLEAN",
-        "started_at": "TIMESTAMP_NTZ", "finished_at": "TIMESTAMP_NTZ", "read": "NUMBER(19, 0)",
-        "sent": "NUMBER(19, 0)", "unchanged": "NUMBER(19, 0)", "rejected": "NUMBER(19, 0)",
-        "failed": "NUMBER(19, 0)", "removed": "NUMBER(19, 0)", "outcome": "VARCHAR",
-    },
-    "sync_lock": {"name": "VARCHAR", "owner": "VARCHAR", "expires_at": "NUMBER(19, 0)"},
-}  # fmt: skip
-_DELIVERIES = {
-    "event_id": "VARCHAR", "received_at": "TIMESTAMP_NTZ", "job_id": "VARCHAR", "run_id": "VARCHAR",
-    "decision": "VARCHAR", "outcome": "VARCHAR", "seq": "NUMBER(19, 0)",
+_TYPES = {
+    "int32": "NUMBER(10, 0)", "int": "NUMBER(19, 0)", "hash": "NUMBER(19, 0)", "text": "VARCHAR",
+    "bool": "BOOLEAN", "time": "TIMESTAMP_NTZ",
 }  # fmt: skip
 
 
-class SnowflakeState:
+class SnowflakeState(SQLState):
     """State tables in one schema of the Snowflake database (a StateStore, ``heap_dbt.state``)."""
+
+    TYPES = _TYPES
+    TABLES = TABLES | {"sync_lock": {"name": "text", "owner": "text", "expires_at": "int"}}
 
     def __init__(
         self,
@@ -84,16 +70,12 @@ class SnowflakeState:
         self._session = session
         self._connect = connect
         self._acks: SnowflakeSession | None = None
-        self._lock = threading.Lock()
         self.database = database
         self.schema = schema
-        self.writable = writable
-        self.where = f"{database}.{schema}" if database else schema
-        self.exists = False
-        self._log = DeliveryLog(
-            lambda sql, params: self._run(sql, tuple(params)), table=self.table(DELIVERIES_TABLE),
-            types=_DELIVERIES, mark=lambda i: "%s", where=self.where, writable=writable,
-        )  # fmt: skip
+        prefix = f"{ident(database)}.{ident(schema)}" if database else ident(schema)
+        super().__init__(
+            prefix=prefix, where=f"{database}.{schema}" if database else schema, writable=writable
+        )
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.lease_seconds = lease_seconds
         self.ack_chunk_rows = ack_chunk_rows
@@ -101,7 +83,7 @@ class SnowflakeState:
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
-    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             cur = self._session.execute(sql, list(params) if params else None)
         except WarehouseError as exc:
@@ -111,16 +93,17 @@ class SnowflakeState:
         finally:
             cur.close()
 
-    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
-        rows = self._run(sql, params)
-        return rows[0][0] if rows else None
-
-    def table(self, name: str) -> str:
-        prefix = f"{ident(self.database)}." if self.database else ""
-        return f"{prefix}{ident(self.schema)}.{ident(name)}"
+    @staticmethod
+    def _mark(i: int) -> str:
+        return "%s"
 
     def open(self) -> None:
-        """Check (and, when writable, create) the state schema; refuse a foreign version; lock it."""
+        """Check or create the state (``SQLState.open``), then lock it (when writable)."""
+        super().open()
+        if self.writable:
+            self._acquire()
+
+    def _tables(self) -> dict[str, set[str]]:
         info = "information_schema.columns"
         if self.database:
             info = f"{ident(self.database)}.{info}"
@@ -130,15 +113,7 @@ class SnowflakeState:
         found: dict[str, set[str]] = {}
         for table, column in rows:
             found.setdefault(str(table).lower(), set()).add(str(column).lower())
-        if found and not self._stopped_creating(found):
-            self._check(found)
-            self.exists = True
-            self._log.exists = DELIVERIES_TABLE in found
-        elif self.writable:
-            self._create()
-            self.exists = True
-        if self.writable:
-            self._acquire()
+        return found
 
     def _create(self) -> None:
         """Create the state so that a run stopped part-way leaves no state_info without its
@@ -149,24 +124,23 @@ class SnowflakeState:
         then the schema holds only empty tables, which the next run finishes
         (``_stopped_creating``).
         """
-        schema = f"{ident(self.database)}.{ident(self.schema)}" if self.database else ident(self.schema)
-        self._run(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        for table, columns in _COLUMNS.items():
+        self._run(f"CREATE SCHEMA IF NOT EXISTS {self._prefix}")
+        for table, columns in self.columns().items():
             if table != "state_info":
                 # Unquoted, as every statement names them: Snowflake folds both to upper case.
                 cols = ", ".join(f"{c} {t}" for c, t in columns.items())
                 self._run(f"CREATE TABLE IF NOT EXISTS {self.table(table)} ({cols})")
-        info = _COLUMNS["state_info"]
+        info = self.columns()["state_info"]
         self._run(
             f"CREATE TABLE {self.table('state_info')} AS SELECT CAST(%s AS {info['version']}) AS version, "
             f"CAST(%s AS {info['created_at']}) AS created_at",
-            (STATE_VERSION, _now()),
+            (STATE_VERSION, now()),
         )
 
-    def _stopped_creating(self, found: dict[str, set[str]]) -> bool:
+    def _stopped_creating(self, found: Mapping[str, Collection[str]]) -> bool:
         """No state_info, and nothing but heap-dbt's own tables, all empty: a run stopped while
         creating the state (``_create``), which this one finishes rather than call corrupt."""
-        if "state_info" in found or not set(found) <= set(_COLUMNS):
+        if "state_info" in found or not set(found) <= set(self.TABLES):
             return False
         return all(not self._run(f"SELECT 1 FROM {self.table(t)} LIMIT 1") for t in found)
 
@@ -225,114 +199,10 @@ class SnowflakeState:
             self._acks = self._connect()
         return self._acks
 
-    def _check(self, found: dict[str, set[str]]) -> None:
-        hint = (
-            f"Drop the schema {self.where} (or pass another --state-schema) to start over; the next "
-            "sync then sends every row once."
-        )
-        if "state_info" not in found:
-            raise StateError(
-                f"The heap-dbt state in {self.where} has no state_info table: it is not heap-dbt state, "
-                f"or it is corrupt. {hint}"
-            )
-        versions = self._run(f"SELECT version FROM {self.table('state_info')}")
-        if len(versions) != 1 or versions[0][0] is None:
-            raise StateError(
-                f"The heap-dbt state in {self.where} is corrupt (state_info has {len(versions)} rows). {hint}"
-            )
-        if int(versions[0][0]) != STATE_VERSION:
-            raise StateError(
-                f"The heap-dbt state in {self.where} has version {versions[0][0]}; this heap-dbt reads "
-                f"version {STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
-            )
-        optional = {DELIVERIES_TABLE: _DELIVERIES} if DELIVERIES_TABLE in found else {}
-        for table, columns in (_COLUMNS | optional).items():
-            missing = [c for c in columns if c not in found.get(table, set())]
-            if missing:
-                raise StateError(
-                    f"The heap-dbt state in {self.where} is corrupt: table {table} lacks "
-                    f"{', '.join(missing)}. {hint}"
-                )
-
-    # --- the run log -------------------------------------------------------------------------
-
-    def begin_run(
-        self, *, sync_id: str, model: str, obj: str, meta_path: str, app_id: str, full_refresh: bool
-    ) -> int:
-        with self._lock:
-            # The lock makes this sync the only writer: max() + 1 cannot race.
-            run_id = int(self._one(f"SELECT COALESCE(MAX(run_id), 0) + 1 FROM {self.table('sync_runs')}"))
-            self._run(
-                f"INSERT INTO {self.table('sync_runs')} (run_id, sync_id, model, object, meta_path, "
-                "app_id, full_refresh, started_at, outcome) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'running')",
-                (run_id, sync_id, model, obj, meta_path, app_id, full_refresh, _now()),
-            )
-            return run_id
-
-    def finish_run(self, run_id: int, *, counts: dict[str, int], outcome: str) -> None:
-        with self._lock:
-            self._run(
-                f"UPDATE {self.table('sync_runs')} SET finished_at = %s, read = %s, sent = %s, "
-                "unchanged = %s, rejected = %s, failed = %s, removed = %s, outcome = %s WHERE run_id = %s",
-                (
-                    _now(), counts["read"], counts["sent"], counts["unchanged"], counts["rejected"],
-                    counts["failed"], counts["removed"], outcome, run_id,
-                ),
-            )  # fmt: skip
-
-    def history(self, *, limit: int) -> list[RunRecord]:
-        if not self.exists:
-            return []
-        rows = self._run(
-            f"SELECT {RUN_LOG_COLUMNS} FROM {self.table('sync_runs')} ORDER BY run_id DESC LIMIT {int(limit)}"
-        )
-        return [RunRecord.from_row(r) for r in rows]
-
-    def interrupted(self, sync_id: str, *, before: int | None = None) -> bool:
-        return bool(
-            self._one(
-                f"SELECT COUNT(*) FROM {self.table('sync_runs')} WHERE sync_id = %s AND run_id < %s "
-                f"AND outcome IN ('running', {lit(UNCOMPACTED)})",
-                (sync_id, before if before is not None else 2**62),
-            )
-        )
-
-    def recover(self, sync_id: str, *, before: int) -> None:
-        """After a run that never finished, keep one row per key again and mark it interrupted."""
-        if not self.interrupted(sync_id, before=before):
-            return
-        with self._lock:
-            self._run(
-                f"DELETE FROM {self.table('sync_state')} AS s WHERE s.sync_id = %s AND EXISTS ("
-                f"SELECT 1 FROM {self.table('sync_state')} AS n WHERE n.sync_id = s.sync_id "
-                "AND n.k1 = s.k1 AND n.k2 = s.k2 AND n.run_id > s.run_id)",
-                (sync_id,),
-            )
-            self._run(
-                f"UPDATE {self.table('sync_runs')} SET outcome = CASE outcome WHEN 'running' "
-                "THEN 'interrupted' ELSE 'error' END "
-                f"WHERE sync_id = %s AND run_id < %s AND outcome IN ('running', {lit(UNCOMPACTED)})",
-                (sync_id, before),
-            )
-
-    # --- acknowledged rows -------------------------------------------------------------------
-
-    def latest_sql(self, sync_id: str, *, compact: bool) -> str:
-        table = self.table("sync_state")
-        if compact:
-            return f"SELECT k1, k2, hash FROM {table} WHERE sync_id = {lit(_safe(sync_id))}"
+    def _newest(self, rows: str) -> str:
         return (
-            f"SELECT k1, k2, hash FROM {table} WHERE sync_id = {lit(_safe(sync_id))} "
+            f"SELECT k1, k2, hash {rows} "
             "QUALIFY ROW_NUMBER() OVER (PARTITION BY k1, k2 ORDER BY run_id DESC) = 1"
-        )
-
-    def count_keys(self, sync_id: str, *, before: int | None = None) -> int:
-        older = f" AND run_id < {int(before)}" if before is not None else ""
-        return int(
-            self._one(
-                f"SELECT COUNT(*) FROM {self.table('sync_state')} WHERE sync_id = %s{older}", (sync_id,)
-            )
         )
 
     def acknowledge(self, sync_id: str, run_id: int, acks: pa.Table) -> None:
@@ -368,81 +238,6 @@ class SnowflakeState:
                     f"Could not record acknowledged rows in the heap-dbt state in {self.where}: {exc}"
                 ) from None
 
-    def compact(self, sync_id: str, *, run_id: int) -> None:
-        """Drop the rows that run ``run_id`` superseded, keeping one row per key."""
-        table = self.table("sync_state")
-        with self._lock:
-            if not self.count_keys(sync_id, before=run_id):
-                return
-            self._run(
-                f"DELETE FROM {table} AS s WHERE s.sync_id = %s AND s.run_id < %s AND EXISTS ("
-                f"SELECT 1 FROM {table} AS n WHERE n.sync_id = %s AND n.run_id = %s "
-                "AND n.k1 = s.k1 AND n.k2 = s.k2)",
-                (sync_id, run_id, sync_id, run_id),
-            )
-
-    def remove_missing(
-        self, sync_id: str, source_keys_sql: str, *, apply: bool, before_run: int | None = None
-    ) -> int:
-        older = f" AND s.run_id < {int(before_run)}" if before_run is not None else ""
-        table = self.table("sync_state")
-        where = (
-            f"s.sync_id = {lit(_safe(sync_id))}{older} AND NOT EXISTS (SELECT 1 FROM ({source_keys_sql}) "
-            "AS cur WHERE cur.k1 = s.k1 AND cur.k2 = s.k2)"
-        )
-        with self._lock:
-            if not self._one(
-                f"SELECT COUNT(*) FROM (SELECT 1 FROM {table} AS s WHERE s.sync_id = %s{older} LIMIT 1) AS x",
-                (sync_id,),
-            ):
-                return 0  # nothing from earlier runs (a first sync): skip scanning the model's keys
-            removed = int(
-                self._one(
-                    f"SELECT COUNT(*) FROM (SELECT DISTINCT k1, k2 FROM {table} AS s WHERE {where}) AS g"
-                )
-            )
-            if apply and removed:
-                self._run(f"DELETE FROM {table} AS s WHERE {where}")
-        return removed
-
-    def forget(self, sync_id: str) -> None:
-        with self._lock:
-            self._run(f"DELETE FROM {self.table('sync_state')} WHERE sync_id = %s", (sync_id,))
-
-    # --- the no-change shortcut ----------------------------------------------------------------
-
-    def fingerprint(self, sync_id: str) -> str | None:
-        if not self.exists:
-            return None
-        value = self._one(
-            f"SELECT fingerprint FROM {self.table('sync_fingerprint')} WHERE sync_id = %s", (sync_id,)
-        )
-        return None if value is None else str(value)
-
-    def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None:
-        with self._lock:
-            self._run(f"DELETE FROM {self.table('sync_fingerprint')} WHERE sync_id = %s", (sync_id,))
-            if fingerprint is not None:
-                self._run(
-                    f"INSERT INTO {self.table('sync_fingerprint')} (sync_id, fingerprint, run_id) "
-                    "VALUES (%s, %s, %s)",
-                    (sync_id, fingerprint, run_id),
-                )
-
-    # --- the webhook delivery log ---------------------------------------------------------------
-
-    def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
-        with self._lock:
-            self._log.record(records)
-
-    def deliveries(self, *, limit: int) -> list[DeliveryRecord]:
-        with self._lock:
-            return self._log.last(limit=limit)
-
-    def seen_event_ids(self) -> set[str]:
-        with self._lock:
-            return self._log.seen()
-
     def close(self) -> None:
         """Free the lock (a killed run's expires with its lease) and close the second session."""
         self._stop.set()
@@ -475,14 +270,3 @@ def _dead_here(owner: str) -> bool:
     except PermissionError:
         return False  # alive, another user's
     return False
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _safe(sync_id: str) -> str:
-    # sync ids are hex digests; refuse anything else rather than quote it into SQL.
-    if not sync_id.isalnum():
-        raise ValueError(f"not a sync id: {sync_id!r}")
-    return sync_id
