@@ -225,7 +225,7 @@ async def _read_and_send(ctx: SyncContext, run: SyncRun, *, lean: bool) -> _Read
         stored = state.fingerprint(sync_id) if known and state is not None else None
         repeated: int | None = None
         probe: tuple[Any, ...] | None = None
-        if stored is None:  # nothing to compare with: one scan for the fingerprint and the keys
+        if stored is None:  # nothing to compare with: scan for the keys (and the fingerprint)
             if not options.dry_run:
                 _import_in_background("aiohttp")  # 0.1 s, hidden behind the warehouse's work
             _import_in_background("duckdb")  # the formatting DuckDB of another warehouse
@@ -236,7 +236,7 @@ async def _read_and_send(ctx: SyncContext, run: SyncRun, *, lean: bool) -> _Read
                 repeated = int(probe[2])
         else:
             probe = reader.fetch_one(query.probe_sql)
-        read = _Read(query.fingerprint(probe) if probe is not None else "")
+        read = _Read(query.fingerprint(probe) if probe is not None else "")  # else after the stream
         if stored is not None and stored == read.fingerprint:
             # The model is exactly as it was when Heap acknowledged every row of it.
             assert probe is not None
@@ -273,16 +273,14 @@ async def _read_and_send(ctx: SyncContext, run: SyncRun, *, lean: bool) -> _Read
         )
         if lean and read.previous is None and dup_table is None:
             reader.fit(records.width, pipeline=True)
-        if probe is None:
-            run.hash_sum = 0
+        summing = probe is None  # every row streams: the fingerprint is their hashes' sum
+        run.hash_sum = 0 if summing else None
         streamed = await _stream(ctx, run, records)
         if probe is None:
-            assert run.hash_sum is not None
             probe = (streamed, str(run.hash_sum))
             read.fingerprint = query.fingerprint(probe)
-        total = int(probe[0])
-        result.read = total
-        result.unchanged = total - streamed
+        result.read = int(probe[0])
+        result.unchanged = result.read - streamed
     return read
 
 
