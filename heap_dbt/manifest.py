@@ -191,8 +191,13 @@ class RunResults:
         return self.command is None or self.command in RUN_COMMANDS
 
 
+# Every typed decode goes through a Decoder built here, at import: msgspec builds a type's
+# decoding info lazily on its first typed decode, and two threads doing that first decode at
+# once (syncs planned concurrently on worker threads) crashed the interpreter in C code.
 _CONFIG = msgspec.json.Decoder(_NodeConfig)
 _ANY = msgspec.json.Decoder()
+_MANIFEST = msgspec.json.Decoder(_Manifest)
+_RUN_RESULTS = msgspec.json.Decoder(_RunResults)
 
 
 def _schema_version(url: str) -> str:
@@ -226,7 +231,7 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
         ManifestError: not JSON, or an unsupported version.
     """
     try:
-        doc = msgspec.json.decode(raw, type=_Manifest)
+        doc = _MANIFEST.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ManifestError(
             f"The dbt manifest at {path} is not a valid manifest.json ({exc}). "
@@ -325,7 +330,7 @@ def parse_run_results(raw: bytes) -> RunResults:
         ManifestError: not a run_results.json.
     """
     try:
-        doc = msgspec.json.decode(raw, type=_RunResults)
+        doc = _RUN_RESULTS.decode(raw)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ManifestError(f"Not a dbt run_results.json ({exc}).") from exc
     return RunResults(

@@ -189,9 +189,10 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
 
 
 def _import_in_background(module: str) -> None:
-    """Start importing ``module`` on a daemon thread; the first real import waits for it.
+    """Start importing ``module`` on a thread; the first real import waits for it.
 
-    A failure is left to that real import to report.
+    A failure is left to that real import to report. Not a daemon thread: the interpreter
+    shutting down while a daemon thread is inside an extension module's import can abort it.
     """
     if module in sys.modules:
         return
@@ -200,7 +201,7 @@ def _import_in_background(module: str) -> None:
         with contextlib.suppress(Exception):
             importlib.import_module(module)
 
-    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
+    threading.Thread(target=load, name=f"import {module}").start()
 
 
 @dataclass

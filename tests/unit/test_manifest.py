@@ -248,3 +248,34 @@ def test_which_run_results_say_what_was_built(tmp_path: Path, which: str | None,
     path.write_text(json.dumps(doc))
     results = load_run_results(path)
     assert results is not None and results.builds is builds and results.command == which
+
+
+def test_every_typed_msgspec_decode_uses_a_decoder_built_at_import() -> None:
+    """msgspec builds a type's decoding info on its first typed decode; two threads doing that
+    at once (syncs planned on worker threads) crashed the interpreter. So heap_dbt never passes
+    ``type=`` to ``msgspec.json.decode`` or calls ``msgspec.convert``: Decoders are module-level."""
+    import ast
+
+    import heap_dbt
+
+    offenders = []
+    for path in Path(heap_dbt.__file__).parent.rglob("*.py"):
+        for call in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(call, ast.Call):
+                continue
+            name = ast.unparse(call.func)
+            typed = name.endswith("msgspec.json.decode") and any(k.arg == "type" for k in call.keywords)
+            if typed or name.endswith("msgspec.convert"):
+                offenders.append(f"{path.name}:{call.lineno}")
+    assert offenders == []
+
+
+def test_manifests_decode_concurrently_on_threads(tmp_path: Path) -> None:
+    """The decoders are shared by threads; many concurrent decodes give the same manifest."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = write_manifest(tmp_path, [node(f"m{i}") for i in range(50)])
+    with ThreadPoolExecutor(8) as pool:
+        manifests = list(pool.map(lambda _: load_manifest(path), range(64)))
+    assert {tuple(sorted(m.models)) for m in manifests} == {tuple(sorted(manifests[0].models))}
+    assert len(manifests[0].models) == 50
