@@ -57,7 +57,12 @@ def plan_sync(project: BenchProject, obj: str) -> SyncPlan:
         raise PlanError(f"Resolving {project.model(obj)}: {problems}")
     # The models have no repeated key, so heap-dbt leaves out the duplicate-key join; so does the limit.
     query = sql.record_query(
-        resolved, columns, model_label=spec.label, dialect=reader.dialect, duplicates=False
+        resolved,
+        columns,
+        key_seed=spec.name,
+        definition_seed=spec.name,
+        dialect=reader.dialect,
+        duplicates=False,
     )
     return SyncPlan(resolved, query)
 

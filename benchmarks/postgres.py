@@ -122,7 +122,12 @@ def _reader(project: BenchProject, database: str) -> tuple[PostgresReader, Any]:
     columns = reader.columns(spec.model.relation_name)
     resolved = resolve_columns(spec, [c.name for c in columns], problems)
     query = sql.record_query(
-        resolved, columns, model_label=spec.label, dialect=reader.dialect, duplicates=False
+        resolved,
+        columns,
+        key_seed=spec.name,
+        definition_seed=spec.name,
+        dialect=reader.dialect,
+        duplicates=False,
     )
     return reader, (resolved, columns, query)
 

@@ -21,12 +21,13 @@ DEFAULT_BEHAVIOR = {"user": "update_or_create", "account": "update_or_create", "
 KEY_NAMES = {"user": "Identity", "account": "Account ID", "event": "Insert ID"}
 MAX_PROPERTY_NAME = 1023  # Heap: "fewer than 1024 characters"
 
-_COMMON_OPTIONS = {"object", "key", "fields", "behavior", "app_id", "truncate"}
+_COMMON_OPTIONS = {"object", "key", "fields", "behavior", "app_id", "truncate", "name"}
+MAX_SYNC_NAME = 200
 _EVENT_OPTIONS = {"identity", "event_name", "event_name_column", "timestamp"}
 # Names users reach for, from Heap's docs and other reverse-ETL tools, and the option meant.
 _OPTION_ALIASES = {
     "properties": "fields", "columns": "fields", "props": "fields", "mapping": "fields",
-    "type": "object", "id": "key", "event": "event_name", "name": "event_name",
+    "type": "object", "id": "key", "event": "event_name", "sync_name": "name",
 }  # fmt: skip
 
 
@@ -48,6 +49,23 @@ class SyncSpec:
     truncate: bool = False
     properties: dict[str, str] = field(default_factory=dict)
     """Heap property name -> column, filled in by ``resolve_columns``."""
+    name: str = ""
+    """The sync's name: its identity in the state and the seed of its events' idempotency keys.
+    The block's ``name:``, else ``default_name()``, which renaming, moving or versioning the
+    model, or turning its ``heap:`` block into a list, does not change."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.default_name())
+
+    def default_name(self) -> str:
+        """``user:<key>``, ``account:<key>``, ``event:<event name>:<key>`` (``event:[<column>]:<key>``
+        for a name read from a column): what identifies the sync, not where it is declared."""
+        key = self.key.lower()
+        if self.object != "event":
+            return f"{self.object}:{key}"
+        event = self.event_name if self.event_name else f"[{(self.event_name_column or '').lower()}]"
+        return f"event:{event}:{key}"
 
     @property
     def label(self) -> str:
@@ -55,11 +73,9 @@ class SyncSpec:
         suffix = self.meta_path.removeprefix("config.meta.heap")
         return f"{self.model.name}{suffix}"
 
-    def sync_id(self, app_id: str) -> str:
-        """A stable identity from model, meta block, object, key column and app_id.
-
-        Two syncs never share state by accident, and the app_id is hashed, not stored.
-        """
+    def legacy_sync_id(self, app_id: str) -> str:
+        """The identity releases before sync names gave a sync (model, meta block, object, key
+        column and app_id, hashed): how ``heap_dbt.identity`` finds the state they wrote."""
         raw = "\x1f".join([self.model.unique_id, self.meta_path, self.object, self.key, app_id])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
@@ -147,6 +163,13 @@ def _parse_block(model: ModelNode, block: Any, path: str, problems: list[str]) -
     truncate = block.get("truncate", False)
     if not isinstance(truncate, bool):
         problems.append(f"{where}.truncate: expected true or false.")
+    name = block.get("name")
+    if name is not None and (
+        not isinstance(name, str) or not name.strip() or len(name) > MAX_SYNC_NAME or not name.isprintable()
+    ):
+        problems.append(
+            f"{where}.name: expected a non-empty name of printable characters, at most {MAX_SYNC_NAME} long."
+        )
     event_opts: dict[str, str | None] = {}
     if obj == "event":
         for opt in ("identity", "event_name", "event_name_column", "timestamp"):
@@ -182,6 +205,7 @@ def _parse_block(model: ModelNode, block: Any, path: str, problems: list[str]) -
         event_name=event_opts.get("event_name"),
         event_name_column=event_opts.get("event_name_column"),
         timestamp=event_opts.get("timestamp"),
+        name=name.strip() if isinstance(name, str) else "",
     )
 
 
@@ -247,6 +271,7 @@ def resolve_columns(spec: SyncSpec, columns: list[str], problems: list[str]) -> 
         behavior=spec.behavior,
         app_id=spec.app_id,
         truncate=spec.truncate,
+        name=spec.name,
     )
     if spec.fields is not None:
         props = {prop: find(col, f"fields.{prop}") for prop, col in spec.fields.items()}

@@ -106,6 +106,7 @@ class ModelNode:
     original_file_path: str
     package_name: str = ""
     version: str | int | float | None = None
+    latest_version: str | int | float | None = None
 
 
 class GraphNode(msgspec.Struct, frozen=True):
@@ -300,6 +301,7 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
                 original_file_path=node.original_file_path,
                 package_name=node.package_name,
                 version=node.version,
+                latest_version=node.latest_version,
             )
     return Manifest(
         path=path,

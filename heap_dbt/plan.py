@@ -7,7 +7,7 @@ collected, so that a user sees all of them at once (``ConfigError``, exit 2).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from heap_dbt import heap, sql
@@ -74,6 +74,57 @@ def _selected(
     return paths, manifest, models
 
 
+def unique_names(specs: list[SyncSpec], problems: list[str]) -> tuple[list[SyncSpec], list[SkippedModel]]:
+    """One sync per (app_id, object, name): a name is the identity of a sync's state and of its
+    events' keys, so two syncs may never share one.
+
+    Versions of one model that declare the same sync: the latest version syncs, the others are
+    skipped with the reason. Any other pair is a problem naming both, and how to part them.
+    """
+    by_name: dict[tuple[str, str, str], list[SyncSpec]] = {}
+    for spec in specs:
+        by_name.setdefault((spec.app_id or "", spec.object, spec.name), []).append(spec)
+    kept: list[SyncSpec] = []
+    skipped: list[SkippedModel] = []
+    for (_, obj, name), group in by_name.items():
+        if len(group) == 1:
+            kept += group
+            continue
+        versions = {s.model.name for s in group} == {group[0].model.name} and all(
+            s.model.version is not None for s in group
+        )
+        if versions:
+            latest = group[0].model.latest_version
+            chosen = next((s for s in group if str(s.model.version) == str(latest)), None) or max(
+                group, key=lambda s: _version_order(s.model.version)
+            )
+            kept.append(chosen)
+            skipped += [
+                SkippedModel(
+                    s.model.name,
+                    s.model.unique_id,
+                    f"version {s.model.version} declares the same {obj} sync {name!r} as version "
+                    f"{chosen.model.version}, which syncs it",
+                )
+                for s in group
+                if s is not chosen
+            ]
+            continue
+        where = " and ".join(f"model {s.model.name}, {s.meta_path}" for s in group[:2])
+        problems.append(
+            f"{where} both declare the {obj} sync {name!r}: they would share one state and one set of "
+            "event keys. Give each its own `name:` in its block (a sync's name must not change later)."
+        )
+    return kept, skipped
+
+
+def _version_order(version: str | int | float | None) -> tuple[int, float, str]:
+    try:
+        return (1, float(str(version)), "")
+    except ValueError:
+        return (0, 0.0, str(version))
+
+
 def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
     """Read the manifest and the meta of the selected models; no warehouse access.
 
@@ -81,7 +132,7 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
     """
     paths, manifest, models = _selected(options)
     problems: list[str] = []
-    specs = parse_specs(models, problems)
+    specs, _ = unique_names(parse_specs(models, problems), problems)
     return paths, manifest, specs, problems
 
 
@@ -212,8 +263,8 @@ def plan_syncs(
         require_tests=options.require_tests,
     )
     problems: list[str] = []
-    specs = parse_specs(gate.kept, problems)
-    return Planned(paths, manifest, run_results, specs, problems, gate.skipped, gate.warnings)
+    specs, versions = unique_names(parse_specs(gate.kept, problems), problems)
+    return Planned(paths, manifest, run_results, specs, problems, gate.skipped + versions, gate.warnings)
 
 
 def resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:
@@ -241,6 +292,22 @@ class Prepared:
     query: sql.RecordQuery
     dialect: Dialect
     columns: list[Column] = field(default_factory=list)
+    key_seed: str = ""
+    definition_seed: str = ""
+    """The seeds of the sync's identity (``heap_dbt.identity``); the sync's name until resolved."""
+
+    def __post_init__(self) -> None:
+        self.key_seed = self.key_seed or self.spec.name
+        self.definition_seed = self.definition_seed or self.spec.name
+
+    def identified(self, *, key_seed: str, definition_seed: str) -> Prepared:
+        """This sync under the seeds of its identity in the state, its query built with them."""
+        if (key_seed, definition_seed) == (self.key_seed, self.definition_seed):
+            return self
+        query = sql.record_query(
+            self.spec, self.columns, key_seed=key_seed, definition_seed=definition_seed, dialect=self.dialect
+        )
+        return replace(self, query=query, key_seed=key_seed, definition_seed=definition_seed)
 
     def build(
         self, *, previous: str | None, duplicates_table: str | None, identities: bool
@@ -251,7 +318,8 @@ class Prepared:
         return sql.record_query(
             self.spec,
             self.columns,
-            model_label=self.spec.label,
+            key_seed=self.key_seed,
+            definition_seed=self.definition_seed,
             dialect=self.dialect,
             previous=previous,
             duplicates=duplicates_table is not None,
@@ -300,7 +368,9 @@ def prepare(
                 )
         if len(problems) > found:
             continue
-        query = sql.record_query(resolved, columns, model_label=spec.label, dialect=reader.dialect)
+        query = sql.record_query(
+            resolved, columns, key_seed=resolved.name, definition_seed=resolved.name, dialect=reader.dialect
+        )
         prepared.append(Prepared(resolved, app_id or heap.NO_APP_ID, query, reader.dialect, columns))
     prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
     return prepared

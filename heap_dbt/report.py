@@ -79,6 +79,10 @@ class SyncResult:
     sample: list[Any] = field(default_factory=list)
     run_id: int = 0
     """This sync's row in the run log (``heap-dbt history``); 0 when nothing was written."""
+    sync_name: str = ""
+    """The sync's name (``heap_dbt.identity``)."""
+    new_sync: bool = False
+    """The state held nothing of this sync: every row counts as new, events get new keys."""
 
     @property
     def accounted(self) -> int:
@@ -99,6 +103,8 @@ class SyncResult:
             "model": self.model,
             "unique_id": self.unique_id,
             "meta_path": self.meta_path,
+            "sync_name": self.sync_name,
+            "new_sync": self.new_sync,
             "object": self.object,
             "app_id": self.app_id,
             "status": "success" if self.ok else "error",
@@ -214,6 +220,8 @@ class SyncReport:
             status = "OK  " if s.ok else "ERR "
             out.write(f"{status} {label:<{width}}  {s.object:<7}  {'  '.join(parts)}")
             out.write(f"  ({s.seconds:.2f} s)\n" if not self.dry_run else "\n")
+            if s.new_sync and s.sync_name:
+                out.write(f"    new sync {s.sync_name!r}: no state of it yet, so every row counts as new\n")
             if s.error:
                 out.write(f"    error: {s.error}\n")
             for kind, issues in (("rejected", s.rejections), ("failed", s.failures)):
@@ -253,6 +261,7 @@ def spec_as_dict(spec: SyncSpec) -> dict[str, Any]:
     return {
         "model": spec.model.name,
         "meta_path": spec.meta_path,
+        "name": spec.name,
         "object": spec.object,
         "key": spec.key,
         "properties": spec.fields if spec.fields is not None else "all other columns",
@@ -277,7 +286,7 @@ def render_specs(specs: Sequence[SyncSpec], out: TextIO) -> None:
             if isinstance(props, dict)
             else props
         )
-        out.write(f"{row['model']:<24} {row['object']:<8} key={row['key']:<16} {shown}\n")
+        out.write(f"{row['model']:<24} {row['object']:<8} {row['name']!r:<22} key={row['key']:<16} {shown}\n")
     if not specs:
         out.write("No model in the manifest declares `meta.heap`.\n")
 

@@ -410,7 +410,8 @@ def record_query(
     spec: SyncSpec,
     columns: list[Column],
     *,
-    model_label: str,
+    key_seed: str,
+    definition_seed: str,
     dialect: Dialect,
     previous: str | None = None,
     duplicates: bool = True,
@@ -421,7 +422,9 @@ def record_query(
     count and hashes.
 
     ``columns`` must be the relation's real columns, already checked by
-    ``config.resolve_columns``; ``model_label`` seeds the deterministic idempotency key.
+    ``config.resolve_columns``. ``key_seed`` seeds each event's deterministic idempotency key,
+    ``definition_seed`` the record definition (so the row hashes and the fingerprint); both come
+    from the sync's identity (``heap_dbt.identity``), which refactoring the project keeps.
     ``dialect`` writes the warehouse-side statements. With ``previous`` (SQL yielding
     ``k1, k2, hash`` of what Heap holds), only rows that are new, changed, or rejected come
     out: the diff runs in the warehouse. Events compare keys only, since Heap keeps the first
@@ -472,7 +475,7 @@ def record_query(
         fixed += [
             lit('"identity":'), f"CAST(to_json({identity_sql}) AS VARCHAR)",
             lit(',"event":'), f"CAST(to_json({name_sql}) AS VARCHAR)",
-            lit(',"idempotency_key":"'), f"md5({lit(model_label + ':')} || k.{ident(KEY)})", lit('"'),
+            lit(',"idempotency_key":"'), f"md5({lit(key_seed + ':')} || k.{ident(KEY)})", lit('"'),
         ]  # fmt: skip
         if spec.timestamp:
             ts_t = types[spec.timestamp]
@@ -507,7 +510,7 @@ def record_query(
     rest = "concat_ws(',', " + ", ".join([*optional, properties]) + ")"
     record_parts = ["'{'", *fixed, "','", rest, "'}'"]
     record = f"concat({', '.join(record_parts)})"
-    definition = hash_text("\n".join([str(src), key_expr, record, *(c + m for c, m in reasons)]))
+    definition = hash_text("\n".join([definition_seed, key_expr, record, *(c + m for c, m in reasons)]))
     if duplicates:
         reasons.append(dup_reason)
     reason_sql = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in reasons) + " END"

@@ -63,6 +63,26 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class SyncName:
+    """What a sync's name stands for in the state (table ``sync_names``): the state and the
+    seeds its rows and events were written under, which a renamed or moved model keeps.
+
+    ``name_id`` hashes the app_id, object and name (the app_id itself is never stored).
+    ``model`` is the model that last synced under the name, for messages.
+    """
+
+    name_id: str
+    name: str
+    object: str
+    sync_id: str
+    key_seed: str
+    """Seeds each event's idempotency key (``md5(key_seed:key)``)."""
+    definition_seed: str
+    """Seeds the record definition, so the row hashes and the fingerprint."""
+    model: str
+
+
+@dataclass(frozen=True)
 class DeliveryRecord:
     """One webhook delivery the server received, and what it did with it."""
 
@@ -152,6 +172,22 @@ class StateStore(Protocol):
         ...
 
     def fingerprint(self, sync_id: str) -> str | None: ...
+
+    def has_runs(self, sync_id: str) -> bool:
+        """True if the run log has any run of ``sync_id``."""
+        ...
+
+    def sync_name(self, name_id: str) -> SyncName | None:
+        """The sync name recorded under ``name_id``, if any."""
+        ...
+
+    def sync_names(self) -> list[SyncName]:
+        """Every sync name recorded."""
+        ...
+
+    def record_sync_name(self, record: SyncName) -> None:
+        """Insert or replace the record of ``record.name_id``."""
+        ...
 
     def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None: ...
 

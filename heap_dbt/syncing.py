@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from heap_dbt import heap, sql
+from heap_dbt import heap, identity, sql
 from heap_dbt.acks import Acker
 from heap_dbt.bodies import Chunk, request_bounds
 from heap_dbt.clock import Clock
@@ -67,7 +67,13 @@ class SyncRun:
         self.spec = prepared.spec
         self.result = result
         self.frame = heap.Frame.of(self.spec.object, prepared.app_id)
-        self.sync_id = self.spec.sync_id(prepared.app_id)
+        self.identity = identity.resolve(self.spec, prepared.app_id, ctx.state)
+        self.sync_id = self.identity.sync_id
+        self.prepared = prepared.identified(
+            key_seed=self.identity.key_seed, definition_seed=self.identity.definition_seed
+        )
+        result.sync_name = self.spec.name
+        result.new_sync = not self.identity.known
         limits = ctx.limits.for_app(prepared.app_id)
         events = self.spec.object == "event"
         self.sender: Sender | None = None
@@ -292,6 +298,8 @@ async def _run_one(ctx: SyncContext, run: SyncRun) -> None:
     writing = ctx.writing
     if writing:
         assert state is not None
+        if run.identity.record != run.identity.stored:
+            state.record_sync_name(run.identity.record)
         run.run_id = state.begin_run(
             sync_id=sync_id, model=spec.model.name, obj=spec.object, meta_path=spec.meta_path,
             app_id=result.app_id, full_refresh=ctx.options.full_refresh,
@@ -375,6 +383,16 @@ async def run_all(ctx: SyncContext, plan: list[Prepared], report: SyncReport) ->
         )
         report.syncs.append(result)
         run = SyncRun(prepared, result, ctx)
+        if not run.identity.known:
+            declared = {(p.spec.object, p.spec.name) for p in plan}
+            for old in identity.orphans(spec, ctx.state, declared):
+                report.warnings.append(
+                    f"{spec.label}: sync {spec.name!r} is new, so heap-dbt holds no state for it and "
+                    f"{'would send' if ctx.options.dry_run else 'sends'} every row"
+                    f"{' (events under new idempotency keys)' if spec.object == 'event' else ''}. The state "
+                    f"holds sync {old.name!r} of this model, which nothing declares now: if it is the same "
+                    f"sync, set `name: {old.name}` in the block to continue it."
+                )
         started = ctx.clock.monotonic()
         await _run_one(ctx, run)
         report.warnings += run.notes

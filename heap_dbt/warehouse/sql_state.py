@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from heap_dbt.errors import StateError
 from heap_dbt.sql import ident, lit
-from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, RunRecord
+from heap_dbt.state import RUN_LOG_COLUMNS, STATE_VERSION, UNCOMPACTED, RunRecord, SyncName
 from heap_dbt.warehouse.deliveries import DELIVERIES_TABLE, DeliveryLog, DeliveryLogMixin
 
 if TYPE_CHECKING:
@@ -42,6 +42,15 @@ _DELIVERY_KINDS = {
     "decision": "text", "outcome": "text", "seq": "int",
 }  # fmt: skip
 """The delivery log's columns (``heap_dbt.warehouse.deliveries.COLUMNS``) by kind."""
+NAMES_TABLE = "sync_names"
+_NAME_KINDS = {
+    "name_id": "text", "name": "text", "object": "text", "sync_id": "text", "key_seed": "text",
+    "definition_seed": "text", "model": "text", "updated_at": "time",
+}  # fmt: skip
+"""The sync names' columns (``heap_dbt.state.SyncName``'s fields, then ``updated_at``) by kind.
+A state written before sync names has no such table and needs none: the first sync that
+writes creates it (one CREATE TABLE), and until then reads find nothing."""
+_NAME_COLUMNS = ", ".join(ident(c) for c in _NAME_KINDS)
 _COUNTS = ("read", "sent", "unchanged", "rejected", "failed", "removed")
 _ACTIVE = f"('running', {lit(UNCOMPACTED)})"
 """The outcomes of a run that left its keys with two rows (it never finished, or could not compact)."""
@@ -68,6 +77,7 @@ class SQLState(DeliveryLogMixin, abc.ABC):
         self.where = where
         self.writable = writable
         self.exists = False
+        self._names_exist = False
         self._log = DeliveryLog(
             self._log_run, table=self.table(DELIVERIES_TABLE), types=self._typed(_DELIVERY_KINDS),
             mark=self._mark, where=where, writable=writable,
@@ -134,6 +144,7 @@ class SQLState(DeliveryLogMixin, abc.ABC):
             self._check(found)
             self.exists = True
             self._log.exists = DELIVERIES_TABLE in found
+            self._names_exist = NAMES_TABLE in found
         elif self.writable:
             self._create()
             self.exists = True
@@ -185,7 +196,8 @@ class SQLState(DeliveryLogMixin, abc.ABC):
                 f"The heap-dbt state in {self.where} has version {versions[0][0]}; this heap-dbt reads "
                 f"version {STATE_VERSION}. Use the heap-dbt release that wrote it, or start over. {hint}"
             )
-        optional = {DELIVERIES_TABLE: _DELIVERY_KINDS} if DELIVERIES_TABLE in found else {}
+        optional = {t: kinds for t, kinds in ((DELIVERIES_TABLE, _DELIVERY_KINDS), (NAMES_TABLE, _NAME_KINDS))
+                    if t in found}  # fmt: skip
         for table, columns in (dict(self.TABLES) | optional).items():
             missing = [c for c in columns if c not in found.get(table, set())]
             if missing:
@@ -333,6 +345,45 @@ class SQLState(DeliveryLogMixin, abc.ABC):
             self._delete(f"s.sync_id = {self._mark(1)}", (sync_id,))
 
     # --- the no-change shortcut ----------------------------------------------------------------
+
+    # --- sync names ------------------------------------------------------------------------
+
+    def has_runs(self, sync_id: str) -> bool:
+        if not self.exists:
+            return False
+        runs = self.table("sync_runs")
+        return bool(self._one(f"SELECT count(*) FROM {runs} WHERE sync_id = {self._mark(1)}", (sync_id,)))
+
+    def sync_name(self, name_id: str) -> SyncName | None:
+        if not (self.exists and self._names_exist):
+            return None
+        where = f"{ident('name_id')} = {self._mark(1)}"
+        rows = self._run(f"SELECT {_NAME_COLUMNS} FROM {self.table(NAMES_TABLE)} WHERE {where}", (name_id,))
+        return SyncName(*(str(v) for v in rows[0][:7])) if rows else None
+
+    def sync_names(self) -> list[SyncName]:
+        if not (self.exists and self._names_exist):
+            return []
+        rows = self._run(f"SELECT {_NAME_COLUMNS} FROM {self.table(NAMES_TABLE)} ORDER BY {ident('name')}")
+        return [SyncName(*(str(v) for v in r[:7])) for r in rows]
+
+    def record_sync_name(self, record: SyncName) -> None:
+        table = self.table(NAMES_TABLE)
+        values = (*(getattr(record, c) for c in list(_NAME_KINDS)[:7]), now())
+        with self._lock:
+            if not self._names_exist:
+                cols = ", ".join(f"{ident(c)} {t}" for c, t in self._typed(_NAME_KINDS).items())
+                self._run(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+                self._names_exist = True
+            self._run("BEGIN")
+            try:
+                where = f"{ident('name_id')} = {self._mark(1)}"
+                self._run(f"DELETE FROM {table} WHERE {where}", (record.name_id,))
+                self._run(f"INSERT INTO {table} ({_NAME_COLUMNS}) VALUES ({self._marks(8)})", values)
+            except BaseException:
+                self._run("ROLLBACK")
+                raise
+            self._run("COMMIT")
 
     def fingerprint(self, sync_id: str) -> str | None:
         if not self.exists:

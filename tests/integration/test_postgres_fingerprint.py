@@ -90,7 +90,7 @@ def build(reader: PostgresReader, *rows: str) -> sql.RecordQuery:
     columns = reader.columns('"public"."t"')
     query = sql.record_query(
         resolve_columns(spec, [c.name for c in columns], problems), columns,
-        model_label="t", dialect=reader.dialect,
+        key_seed="t", definition_seed="t", dialect=reader.dialect,
     )  # fmt: skip
     assert problems == []
     return query

@@ -65,7 +65,7 @@ class Records:
         columns = [Column(n, column_type(t)) for n, t in zip(rel.columns, rel.types, strict=True)]
         spec = resolve_columns(spec, [c.name for c in columns], problems)
         assert problems == []
-        query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
+        query = sql.record_query(spec, columns, key_seed="t", definition_seed="t", dialect=DuckDBDialect())
         cur = self.con.execute(query.sql)
         names = [d[0] for d in cur.description]
         out = []

@@ -492,53 +492,51 @@ def test_resolve_keeps_the_parsed_options() -> None:
     )
 
 
-# --- sync_id ----------------------------------------------------------------------------------
+# --- sync names and the legacy sync id --------------------------------------------------------
 
 
-def test_sync_id_is_stable() -> None:
-    a = parse_one({"object": "user", "key": "email"})
-    b = parse_one({"object": "user", "key": "email", "fields": ["plan"]})
-    assert a.sync_id("111") == a.sync_id("111") == b.sync_id("111")
-    assert len(a.sync_id("111")) == 16
+def test_the_legacy_sync_id_is_the_one_earlier_releases_wrote() -> None:
+    """Upgrading adopts the state an earlier release wrote under this id: it must never change."""
+    spec = parse_one({"object": "user", "key": "email"})
+    assert spec.legacy_sync_id("111") == "7011a1ec632eb345"
+    assert "9876543210" not in spec.legacy_sync_id("9876543210")
 
 
 @pytest.mark.parametrize(
-    ("other", "app_id"),
+    ("heap", "name"),
     [
-        ({"object": "user", "key": "email"}, "222"),
-        ({"object": "account", "key": "email"}, "111"),
-        ({"object": "user", "key": "user_id"}, "111"),
+        ({"object": "user", "key": "email"}, "user:email"),
+        ({"object": "account", "key": "Account_ID"}, "account:account_id"),
+        ({**EVENT, "event_name": "Order Placed"}, "event:Order Placed:event_id"),
+        ({**EVENT, "event_name": None, "event_name_column": "Kind"}, "event:[kind]:event_id"),
+        ({"object": "user", "key": "email", "name": " crm users "}, "crm users"),
     ],
-    ids=["other-app-id", "other-object", "other-key"],
 )
-def test_sync_id_differs_when_the_sync_differs(other: dict[str, Any], app_id: str) -> None:
-    base = parse_one({"object": "user", "key": "email"})
-    assert parse_one(other).sync_id(app_id) != base.sync_id("111")
+def test_a_sync_is_named_by_what_identifies_it(heap: dict[str, Any], name: str) -> None:
+    assert parse_one(heap).name == name
 
 
-def test_sync_id_differs_across_models() -> None:
-    problems: list[str] = []
-    a, b = parse_specs(
-        [
-            model({"object": "user", "key": "email"}, name="a"),
-            model({"object": "user", "key": "email"}, name="b"),
-        ],
-        problems,
-    )
-    assert a.sync_id("111") != b.sync_id("111")
+def test_the_default_name_does_not_depend_on_where_the_block_is_declared() -> None:
+    """Renaming or moving the model, or turning its block into a list, keeps the name."""
+    block = {**EVENT, "event_name": "Order Placed"}
+    (alone,), _ = parse(block, name="orders")
+    (_user, listed), _ = parse([{"object": "user", "key": "email"}, block], name="fct_orders")
+    assert alone.name == listed.name == "event:Order Placed:event_id"
+    assert alone.label != listed.label
 
 
-def test_sync_id_does_not_contain_the_app_id() -> None:
-    spec = parse_one({"object": "user", "key": "email"})
-    assert "9876543210" not in spec.sync_id("9876543210")
+@pytest.mark.parametrize("bad", ["", "   ", 7, "a\nb", "x" * 201])
+def test_a_bad_sync_name_is_a_problem(bad: Any) -> None:
+    _, problems = parse({"object": "user", "key": "email", "name": bad})
+    assert len(problems) == 1 and ".name: expected a non-empty name" in problems[0]
 
 
-def test_two_event_blocks_of_one_model_have_distinct_sync_ids() -> None:
+def test_two_event_blocks_of_one_model_have_distinct_names() -> None:
     blocks = [{**EVENT, "event_name": "Signup"}, {**EVENT, "event_name": "Activated"}]
     specs, problems = parse(blocks)
     assert problems == []
     first, second = specs
-    assert first.sync_id("111") != second.sync_id("111")
+    assert first.name != second.name
 
 
 # --- unknown options: "did you mean" for a misspelling or a name borrowed from elsewhere ----------

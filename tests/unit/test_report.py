@@ -248,8 +248,9 @@ def test_ls_shows_each_sync_with_its_property_mapping() -> None:
     )
 
     assert out.getvalue().splitlines() == [
-        "dim_users                user     key=email            email, Plan<-plan_name",
-        "dim_accounts             account  key=account_id       all other columns",
+        "dim_users                user     'user:email'           key=email            "
+        "email, Plan<-plan_name",
+        "dim_accounts             account  'account:account_id'   key=account_id       all other columns",
     ]
 
 
@@ -266,9 +267,10 @@ def test_ls_json_has_event_options_only_for_events_and_the_problems() -> None:
 
     assert doc == {
         "syncs": [
-            {"model": "dim_users", "meta_path": "config.meta.heap", "object": "user", "key": "email",
-             "properties": "all other columns"},
-            {"model": "fct_signups", "meta_path": "config.meta.heap", "object": "event", "key": "id",
+            {"model": "dim_users", "meta_path": "config.meta.heap", "name": "user:email", "object": "user",
+             "key": "email", "properties": "all other columns"},
+            {"model": "fct_signups", "meta_path": "config.meta.heap", "name": "event:Signup:id",
+             "object": "event", "key": "id",
              "properties": "all other columns", "identity": "user_id", "event_name": "Signup",
              "timestamp": "at"},
         ],

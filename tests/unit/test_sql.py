@@ -90,7 +90,8 @@ class Warehouse:
         self.create(table, select)
         reader = self.reader()
         spec, columns = self.spec(reader, table, heap)
-        query = sql.record_query(spec, columns, model_label=label or table, dialect=DuckDBDialect())
+        seed = label or table
+        query = sql.record_query(spec, columns, key_seed=seed, definition_seed=seed, dialect=DuckDBDialect())
         return run(reader, query)
 
 
@@ -213,7 +214,7 @@ def test_numbers_are_json_numbers_and_booleans_strings(
     wh.create("t", f"SELECT 'u1' AS id, {column}")
     reader = wh.reader()
     spec, columns = wh.spec(reader, "t", USER)
-    query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
+    query = sql.record_query(spec, columns, key_seed="t", definition_seed="t", dialect=DuckDBDialect())
     (batch,) = list(reader.stream(query.sql, batch_rows=10))
     assert expected_text in without_separator(batch.column(sql.RECORD)[0].as_py())
 
@@ -758,7 +759,7 @@ def test_one_scan_probe_gives_what_the_two_probes_give(wh: Warehouse, select: st
     wh.create("t", select)
     reader = wh.reader()
     spec, columns = wh.spec(reader, "t", USER)
-    query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
+    query = sql.record_query(spec, columns, key_seed="t", definition_seed="t", dialect=DuckDBDialect())
     merged = reader.fetch_one(query.probe_duplicates_sql)
     assert merged == (*reader.fetch_one(query.probe_sql), *reader.fetch_one(query.duplicates_sql))
 
@@ -767,7 +768,7 @@ def fingerprint(wh: Warehouse, select: str, heap: Any) -> str:
     wh.create("t", select)
     reader = wh.reader()
     spec, columns = wh.spec(reader, "t", heap)
-    query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
+    query = sql.record_query(spec, columns, key_seed="t", definition_seed="t", dialect=DuckDBDialect())
     return query.fingerprint(reader.fetch_one(query.probe_sql))
 
 
@@ -796,7 +797,7 @@ def test_width_counts_the_columns_read_with_struct_fields_one_by_one(wh: Warehou
     wh.create("t", "SELECT 'a' AS id, 1 AS n, {'x': 1, 'y': {'z': 2}} AS s, [1, 2] AS l, 'no' AS unused")
     reader = wh.reader()
     spec, columns = wh.spec(reader, "t", {**USER, "fields": {"n": "n", "s": "s", "l": "l"}})
-    query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
+    query = sql.record_query(spec, columns, key_seed="t", definition_seed="t", dialect=DuckDBDialect())
     assert query.width == 1 + 1 + 2 + 1  # id, n, s.x and s.y.z, l
 
 

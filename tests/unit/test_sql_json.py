@@ -35,7 +35,7 @@ class JsonRecords(Records):
         columns = [Column("id", ID), Column("j", JSON)]
         spec = resolve_columns(spec, ["id", "j"], problems)
         assert problems == []
-        query = sql.record_query(spec, columns, model_label="t", dialect=DuckDBDialect())
+        query = sql.record_query(spec, columns, key_seed="t", definition_seed="t", dialect=DuckDBDialect())
         cur = self.con.execute(query.sql)
         names = [d[0] for d in cur.description]
         (row,) = cur.fetchall()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from heap_dbt.sql import lit
-from heap_dbt.state import DeliveryRecord, RunRecord
+from heap_dbt.state import DeliveryRecord, RunRecord, SyncName
 from heap_dbt.warehouse.duckdb.errors import open_error
 from heap_dbt.warehouse.duckdb.state import DuckDBState
 
@@ -152,6 +152,18 @@ class LocalState:
 
     def set_fingerprint(self, sync_id: str, fingerprint: str | None, *, run_id: int) -> None:
         self._local.set_fingerprint(sync_id, fingerprint, run_id=run_id)
+
+    def has_runs(self, sync_id: str) -> bool:
+        return self._local.has_runs(sync_id)
+
+    def sync_name(self, name_id: str) -> SyncName | None:
+        return self._local.sync_name(name_id)
+
+    def sync_names(self) -> list[SyncName]:
+        return self._local.sync_names()
+
+    def record_sync_name(self, record: SyncName) -> None:
+        self._local.record_sync_name(record)
 
     def record_deliveries(self, records: Sequence[DeliveryRecord]) -> None:
         self._local.record_deliveries(records)
