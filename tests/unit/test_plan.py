@@ -14,7 +14,16 @@ from heap_dbt import heap
 from heap_dbt.config import SyncSpec, parse_specs
 from heap_dbt.errors import ConfigError
 from heap_dbt.manifest import DataTest, Manifest, ModelNode, RunResults
-from heap_dbt.plan import Gate, SyncOptions, base_url, gate_models, plan_specs, prepare, resolve_app_id
+from heap_dbt.plan import (
+    Gate,
+    SyncOptions,
+    base_url,
+    gate_models,
+    plan_specs,
+    prepare,
+    resolve_app_id,
+    unique_names,
+)
 from heap_dbt.report import SkippedModel
 from heap_dbt.warehouse.duckdb import DuckDBReader
 from tests.unit.test_manifest import node, write_manifest
@@ -396,3 +405,55 @@ def test_require_tests_warns_about_kept_models_whose_tests_did_not_run() -> None
         "--require-tests: the last dbt run ran none of the tests of a, so nothing checked them; run "
         "`dbt build` to build and test them together."
     ]
+
+
+# --- unique_names: one sync per name ------------------------------------------------------------
+
+
+def versioned(version: int, block: dict[str, Any], *, latest: int = 2) -> SyncSpec:
+    model = ModelNode(
+        unique_id=f"model.demo.orders.v{version}", name="orders",
+        relation_name=f'"dev"."main"."orders_v{version}"',
+        materialized="table", meta={"heap": block}, tags=(), fqn=("demo", "orders"),
+        original_file_path=f"models/orders_v{version}.sql", version=version, latest_version=latest,
+    )  # fmt: skip
+    problems: list[str] = []
+    (parsed,) = parse_specs([model], problems)
+    return parsed
+
+
+USERS = {"object": "user", "key": "email"}
+
+
+def test_two_syncs_of_one_name_are_a_problem_that_names_both_and_the_fix() -> None:
+    problems: list[str] = []
+    kept, skipped = unique_names(specs({"a": USERS, "b": USERS, "c": {**USERS, "name": "crm"}}), problems)
+    assert [s.model.name for s in kept] == ["c"] and skipped == []
+    assert problems == [
+        "model a, config.meta.heap and model b, config.meta.heap both declare the user sync 'user:email': "
+        "they would share one state and one set of event keys. Give each its own `name:` in its block "
+        "(a sync's name must not change later)."
+    ]
+
+
+def test_one_name_in_two_app_ids_or_two_objects_is_two_syncs() -> None:
+    problems: list[str] = []
+    pair = specs({"a": {**USERS, "app_id": "111"}, "b": {**USERS, "app_id": "222"}})
+    kept, _ = unique_names(
+        [*pair, spec("c", {"object": "account", "key": "email", "name": "user:email"})], problems
+    )
+    assert problems == [] and len(kept) == 3
+
+
+@pytest.mark.parametrize("latest", [2, 1])
+def test_of_the_versions_of_a_model_that_declare_one_sync_the_latest_syncs(latest: int) -> None:
+    problems: list[str] = []
+    v1, v2 = versioned(1, USERS, latest=latest), versioned(2, USERS, latest=latest)
+    kept, skipped = unique_names([v1, v2], problems)
+    assert problems == []
+    assert [s.model.version for s in kept] == [latest]
+    (other,) = skipped
+    assert other.unique_id == f"model.demo.orders.v{3 - latest}"
+    assert other.reason == (
+        f"version {3 - latest} declares the same user sync 'user:email' as version {latest}, which syncs it"
+    )
