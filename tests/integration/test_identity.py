@@ -16,7 +16,9 @@ from heap_dbt.emulator import RunningEmulator, run_in_thread
 from tests.conftest import dbt, heap_dbt
 from tests.warehouses import Warehouse
 
-pytestmark = pytest.mark.integration
+# Each test runs dbt and heap-dbt as processes of their own, two to six of them; on Snowflake
+# (fakesnow) each takes several seconds.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 EVENTS_SQL = """
 select 'ev' || i as id, 'u' || (i % 10) || '@example.com' as who, i as n
