@@ -100,6 +100,14 @@ class Snowflake(Warehouse):
         )
         for (table,) in tables:
             self._run(f"CREATE TABLE {new}.{SCHEMA}.{table} CLONE {old}.{SCHEMA}.{table}")
+        # heap-dbt's state, when the source project has synced: the copy continues it.
+        state = self._run(
+            f"SELECT table_name FROM {old}.information_schema.tables WHERE table_schema = 'heap_dbt'"
+        )
+        if state:
+            self._run(f'CREATE SCHEMA {new}."heap_dbt"')
+        for (table,) in state:
+            self._run(f'CREATE TABLE {new}."heap_dbt"."{table}" CLONE {old}."heap_dbt"."{table}"')
         self._point(dest, old, new)
         return dest
 
