@@ -326,6 +326,7 @@ from {{ numbers(var('n', 6000)) }}
 """
 
 
+@pytest.mark.timeout(150)  # five killed syncs and two whole ones, each a process; fakesnow is slow
 def test_sigkill_at_random_points_loses_nothing_and_duplicates_no_event(
     inc: Path, emulator: RunningEmulator
 ) -> None:
