@@ -12,6 +12,7 @@ os.environ.setdefault("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,20 +43,42 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def dbt(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run a real dbt command in ``project``; fail the test with dbt's output if it fails."""
-    proc = subprocess.run(
-        [str(BIN / "dbt"), *args, "--profiles-dir", "."],
-        cwd=project,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"dbt {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
+def dbt(project: Path, *args: str) -> None:
+    """Run a real dbt command on ``project``, in this process (dbt's ``dbtRunner``): a dbt
+    process of its own costs seconds of start-up each time. Fail the test with dbt's error if it
+    fails. The environment is the one ``clean_env`` gives the heap-dbt processes."""
+    from dbt.cli.main import dbtRunner
+
+    env = clean_env()
+    saved = {k: os.environ.get(k) for k in set(os.environ) | set(env)}
+    os.environ.clear()
+    os.environ.update(env)
+    cwd = os.getcwd()
+    try:
+        os.chdir(project)  # a DuckDB profile's relative path is read from the current directory
+        # As in a dbt process of its own, dbt's and its drivers' warnings (the Snowflake connector
+        # warns of its own deprecated options) are not this suite's to turn into errors.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            where = ["--project-dir", str(project), "--profiles-dir", str(project)]
+            result = dbtRunner().invoke([*args, *where, "--log-level-file", "none"])
+    finally:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update({k: v for k, v in saved.items() if v is not None})
+        _close_duckdb()
+    if not result.success:
+        pytest.fail(f"dbt {' '.join(args)} failed: {result.exception or result.result}")
+
+
+def _close_duckdb() -> None:
+    """Close the DuckDB file dbt-duckdb keeps open in this process between invocations: a
+    heap-dbt process needs it next, and the next dbt call may be on another project's file."""
+    connections = sys.modules.get("dbt.adapters.duckdb.connections")
+    manager = getattr(connections, "DuckDBConnectionManager", None)
+    if manager is not None and manager._ENV is not None:
+        manager._ENV.close()
+        manager._ENV = None
 
 
 def heap_dbt(
