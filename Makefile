@@ -11,12 +11,13 @@ SAMPLE := sample_dbt_project
 # is imported; nothing here may leave loopback.
 export SNOWFLAKE_DISABLE_PLATFORM_DETECTION := true
 
-.PHONY: help venv browser demo test test-fast lint bench bench-10m bench-wide bench-smoke bench-throttle bench-postgres reliability reliability-quick clean
+.PHONY: help venv browser demo test test-fast lint docs bench bench-10m bench-wide bench-smoke bench-throttle bench-postgres reliability reliability-quick clean
 
 help:
 	@echo "make demo   - build the sample dbt project, start the Heap emulator, sync, show what Heap received"
 	@echo "make test   - install everything (the venv; Debian chromium for the browser test, as root) and run the whole test suite"
 	@echo "make test-fast - the unit tests only (no dbt run, no server): the loop while developing"
+	@echo "make docs   - build the manual (docs/, MkDocs) into site/, failing on any broken link"
 	@echo "make lint   - ruff check, ruff format --check, mypy --strict (heap_dbt, benchmarks)"
 	@echo "make bench  - the performance benchmark (not part of CI)"
 	@echo "make bench-10m, make bench-wide - 10M rows; a 151-column model (memory per column)"
@@ -68,6 +69,10 @@ test: $(STAMP) browser
 
 test-fast: $(STAMP)
 	$(PY) -m pytest tests/unit -q
+
+# NO_MKDOCS_2_WARNING: Material prints a notice about its successor on every build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 lint: $(STAMP)
 	$(BIN)/ruff check heap_dbt tests benchmarks
