@@ -300,6 +300,9 @@ def prepare(
                 )
         if len(problems) > found:
             continue
+        problems += sql.name_collisions(resolved, types)
+        if len(problems) > found:
+            continue
         query = sql.record_query(resolved, columns, model_label=spec.label, dialect=reader.dialect)
         prepared.append(Prepared(resolved, app_id or heap.NO_APP_ID, query, reader.dialect, columns))
     prepared.sort(key=lambda p: (OBJECT_ORDER[p.spec.object], p.spec.model.name, p.spec.meta_path))
