@@ -50,6 +50,8 @@ WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 WHITESPACE_CODES = "(9, 10, 11, 12, 13, 32)"
 
 REASON, RECORD, TRUNCATED, IDENTITY = "__reason", "__record", "__truncated", "__identity"
+NULLS = "__nulls"
+"""How many of a user's or account's properties are NULL, and so leave Heap's value in place."""
 ARRIVED_BAD = "__heap_rejects_"
 """Prefix of the column that holds a ``Column.rejects`` check of the column it names."""
 SEPARATOR = ","
@@ -87,7 +89,7 @@ class _Entry:
     source: str = ""
     """Where the property comes from, for messages: ``column 'address' (a struct)``."""
     expr: str = ""
-    """The value's SQL, for a ``json`` entry's checks of its names."""
+    """The value's SQL: for a ``json`` entry's checks of its names, and an ``exact`` one's NULL."""
 
 
 def _scalar_text(expr: str, t: ColumnType) -> str | None:
@@ -384,7 +386,7 @@ def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool, source: str
         return [entry]
     value = _value(expr, t, name, truncate=truncate)
     value.fragment = f"{_json_key(name)} || {value.fragment}"
-    value.name, value.source = name, source
+    value.name, value.source, value.expr = name, source, expr
     return [value]
 
 
@@ -483,6 +485,8 @@ class RecordQuery:
     has_identity: bool
     can_truncate: bool
     """Whether TRUNCATED can be anything but 0 (some property has ``truncate: true``)."""
+    counts_nulls: bool
+    """Whether NULLS can be anything but 0 (users and accounts with ``nulls: keep``)."""
     keys_sql: str
     """The model's keys, for finding keys that left the model."""
     probe_sql: str
@@ -610,6 +614,15 @@ def record_query(
         if (check := rejects[col]) is not None:
             reasons.append((f"k.{ident(ARRIVED_BAD + streamed[col])}", lit(f"property {prop!r} {check[1]}")))
     truncations = [t for e in entries for t in e.truncations]
+    # A NULL leaves the property out (Heap keeps its old value), or with ``nulls: clear`` sends
+    # it as "". Only properties whose names the columns fix can be cleared or counted: a map's
+    # or a JSON value's names come from the value itself.
+    exact = [e for e in entries if e.shape == "exact"]
+    if spec.nulls == "clear":
+        for e in exact:
+            e.fragment = f"coalesce({e.fragment}, {_json_key(e.name)} || '\"\"')"
+    counts_nulls = spec.nulls == "keep" and spec.object != "event" and bool(exact)
+    nulls_sql = " + ".join(f"CAST({e.expr} IS NULL AS INTEGER)" for e in exact) if counts_nulls else "0"
 
     # concat() copies each record once where a chain of || would copy it at every step.
     properties = (
@@ -632,6 +645,7 @@ def record_query(
         f"{reason_sql} AS {ident(REASON)}",
         f"concat({', '.join([*record_parts, lit(SEPARATOR)])}) AS {ident(RECORD)}",
         f"{trunc_sql} AS {ident(TRUNCATED)}",
+        f"{nulls_sql} AS {ident(NULLS)}",
     ]
     if spec.object == "event" and identities:
         select.append(f"{identity_sql} AS {ident(IDENTITY)}")
@@ -671,6 +685,7 @@ def record_query(
         format_sql=f"SELECT {', '.join(select)}\nFROM {source} AS k",
         has_identity=spec.object == "event" and identities,
         can_truncate=bool(truncations),
+        counts_nulls=counts_nulls,
         keys_sql=dialect.keys_sql(f),
         probe_sql=dialect.probe_sql(f),
         probe_duplicates_sql=dialect.probe_duplicates_sql(f),
