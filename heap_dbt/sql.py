@@ -365,6 +365,9 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
     return _Entry(fragment, [not_a_number, (over, reason)], [])
 
 
+_IN_STRUCT = " (a struct, flattened)"
+
+
 def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool, source: str = "") -> list[_Entry]:
     """The property entries of one mapped column; structs and JSON objects flatten to dotted names."""
     if t.kind == "json":
@@ -377,7 +380,7 @@ def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool, source: str
         for child, child_t in t.children:
             out += _entries(
                 f"{name}.{child}", f"{expr}.{ident(child)}", child_t, truncate=truncate,
-                source=source if "flattened" in source else f"{source} (a struct, flattened)",
+                source=source if source.endswith(_IN_STRUCT) else source + _IN_STRUCT,
             )  # fmt: skip
         return out
     if t.kind == "map" and t.children[0][1].kind in ("string", "integer"):
