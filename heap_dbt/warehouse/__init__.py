@@ -115,8 +115,8 @@ class Dialect(Protocol):
     def candidates_sql(
         self, f: FilterSpec, *, previous: str | None, duplicates: bool, duplicates_table: str | None
     ) -> str:
-        """The rows to send: every column of ``f.columns`` (as ``Column.export``, under its own
-        name), then KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2 and IS_NEW.
+        """The rows to send: every column of ``f.columns`` (as ``Column.export``, under its
+        ``stream_names`` name), then KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2 and IS_NEW.
 
         ``previous`` (SQL from ``StateStore.latest_sql``, yielding k1, k2, hash) limits them to
         rows that are new, changed (``f.compare_hashes``) or share a key; without it every row
