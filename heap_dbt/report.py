@@ -71,8 +71,8 @@ class SyncResult:
     """The whole model matched its fingerprint from the last complete run."""
     truncated: int = 0
     nulls_kept: int = 0
-    """NULL properties in the records sent (or, in a dry run, to send) of a user or account
-    sync with ``nulls: keep``: Heap has no unset, so each leaves Heap's value in place."""
+    """NULL properties in the records a user or account sync with ``nulls: keep`` tried to send
+    (a dry run: would send): Heap has no unset, so each leaves Heap's value in place."""
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0

@@ -87,7 +87,7 @@ class _Entry:
     """``exact``: one property, ``name``; ``map``: ``name.<key>`` per entry; ``json``: ``name``
     for a JSON scalar, else ``name.<path>`` per leaf (known only from each row's value)."""
     source: str = ""
-    """Where the property comes from, for messages: ``column 'address' (a struct)``."""
+    """Where the property comes from, for messages: ``column 'address' (a struct, flattened)``."""
     expr: str = ""
     """The value's SQL: for a ``json`` entry's checks of its names, and an ``exact`` one's NULL."""
 
