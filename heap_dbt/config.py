@@ -21,8 +21,10 @@ DEFAULT_BEHAVIOR = {"user": "update_or_create", "account": "update_or_create", "
 KEY_NAMES = {"user": "Identity", "account": "Account ID", "event": "Insert ID"}
 MAX_PROPERTY_NAME = 1023  # Heap: "fewer than 1024 characters"
 
-_COMMON_OPTIONS = {"object", "key", "fields", "behavior", "app_id", "truncate", "name"}
+_COMMON_OPTIONS = {"object", "key", "fields", "behavior", "app_id", "truncate", "name", "nulls"}
 MAX_SYNC_NAME = 200
+NULLS = ("keep", "clear")
+"""``nulls:``: leave a NULL property out (Heap keeps its old value), or send it as ``""``."""
 _EVENT_OPTIONS = {"identity", "event_name", "event_name_column", "timestamp"}
 # Names users reach for, from Heap's docs and other reverse-ETL tools, and the option meant.
 _OPTION_ALIASES = {
@@ -49,6 +51,8 @@ class SyncSpec:
     truncate: bool = False
     properties: dict[str, str] = field(default_factory=dict)
     """Heap property name -> column, filled in by ``resolve_columns``."""
+    nulls: str = "keep"
+    """``keep``: a NULL property is left out of the record; ``clear``: it is sent as ``""``."""
     name: str = ""
     """The sync's name: its identity in the state and the seed of its events' idempotency keys.
     The block's ``name:``, else ``default_name()``, which renaming, moving or versioning the
@@ -170,6 +174,12 @@ def _parse_block(model: ModelNode, block: Any, path: str, problems: list[str]) -
         problems.append(
             f"{where}.name: expected a non-empty name of printable characters, at most {MAX_SYNC_NAME} long."
         )
+    nulls = block.get("nulls", "keep")
+    if nulls not in NULLS:
+        problems.append(
+            f"{where}.nulls: {nulls!r} is not an option; use keep (the default: a NULL leaves Heap's "
+            "value in place) or clear (a NULL is sent as an empty string)."
+        )
     event_opts: dict[str, str | None] = {}
     if obj == "event":
         for opt in ("identity", "event_name", "event_name_column", "timestamp"):
@@ -201,6 +211,7 @@ def _parse_block(model: ModelNode, block: Any, path: str, problems: list[str]) -
         behavior=default_behavior,
         app_id=str(app_id) if app_id is not None else None,
         truncate=bool(truncate),
+        nulls=str(nulls),
         identity=event_opts.get("identity"),
         event_name=event_opts.get("event_name"),
         event_name_column=event_opts.get("event_name_column"),
@@ -272,6 +283,7 @@ def resolve_columns(spec: SyncSpec, columns: list[str], problems: list[str]) -> 
         app_id=spec.app_id,
         truncate=spec.truncate,
         name=spec.name,
+        nulls=spec.nulls,
     )
     if spec.fields is not None:
         props = {prop: find(col, f"fields.{prop}") for prop, col in spec.fields.items()}

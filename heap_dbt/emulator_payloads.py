@@ -216,9 +216,21 @@ def _reject_json_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """An object whose keys are all different: with a key twice, which value Heap keeps is chance."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def decode_json(raw: bytes) -> object:
-    """Decode strict JSON (no NaN/Infinity); raises PayloadRejectedError."""
+    """Decode strict JSON (no NaN/Infinity, no key twice in an object); raises PayloadRejectedError."""
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_json_constant)
+        return json.loads(
+            raw.decode("utf-8"), parse_constant=_reject_json_constant, object_pairs_hook=_unique_keys
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadRejectedError(f"body: invalid JSON ({exc})") from None

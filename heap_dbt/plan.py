@@ -368,6 +368,9 @@ def prepare(
                 )
         if len(problems) > found:
             continue
+        problems += sql.name_collisions(resolved, types)
+        if len(problems) > found:
+            continue
         query = sql.record_query(
             resolved, columns, key_seed=resolved.name, definition_seed=resolved.name, dialect=reader.dialect
         )

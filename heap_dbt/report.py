@@ -70,6 +70,9 @@ class SyncResult:
     skipped_unchanged: bool = False
     """The whole model matched its fingerprint from the last complete run."""
     truncated: int = 0
+    nulls_kept: int = 0
+    """NULL properties in the records a user or account sync with ``nulls: keep`` tried to send
+    (a dry run: would send): Heap has no unset, so each leaves Heap's value in place."""
     requests: int = 0
     retries: int = 0
     seconds: float = 0.0
@@ -118,6 +121,7 @@ class SyncResult:
             "changed": self.changed,
             "skipped_unchanged": self.skipped_unchanged,
             "truncated": self.truncated,
+            "nulls_kept": self.nulls_kept,
             "requests": self.requests,
             "retries": self.retries,
             "seconds": round(self.seconds, 3),
@@ -133,6 +137,9 @@ class SyncResult:
         if self.run_id:
             out["run_id"] = self.run_id
         return out
+
+
+TOTALS = ("read", "sent", "unchanged", "rejected", "failed", "removed", "would_send", "nulls_kept")
 
 
 @dataclass
@@ -167,10 +174,7 @@ class SyncReport:
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "success": self.exit_code == 0,
-            "totals": {
-                k: sum(getattr(s, k) for s in self.syncs)
-                for k in ("read", "sent", "unchanged", "rejected", "failed", "removed", "would_send")
-            },
+            "totals": {k: sum(getattr(s, k) for s in self.syncs) for k in TOTALS},
             "warnings": self.warnings,
             "syncs": [s.as_dict() for s in self.syncs],
             "skipped": [m.as_dict() for m in self.skipped],
@@ -217,6 +221,8 @@ class SyncReport:
                 parts.append(f"removed {s.removed:,}")
             if s.truncated:
                 parts.append(f"truncated values {s.truncated:,}")
+            if s.nulls_kept:
+                parts.append(f"NULLs kept {s.nulls_kept:,}")
             status = "OK  " if s.ok else "ERR "
             out.write(f"{status} {label:<{width}}  {s.object:<7}  {'  '.join(parts)}")
             out.write(f"  ({s.seconds:.2f} s)\n" if not self.dry_run else "\n")
@@ -233,6 +239,11 @@ class SyncReport:
                 out.write(f"    sample: {msgspec.json.encode(record).decode()}\n")
         for m in self.skipped:
             out.write(f"SKIP {m.model:<{width}}  {m.reason}\n")
+        if any(s.nulls_kept for s in self.syncs):
+            out.write(
+                "NULLs kept: properties that are NULL are left out, so Heap keeps the value it had; "
+                "set `nulls: clear` in the block to send them as empty strings.\n"
+            )
         totals = self.as_dict()["totals"]
         out.write(
             f"Total: read {totals['read']:,}, {verb} "

@@ -30,6 +30,7 @@ from heap_dbt.warehouse import (
     ColumnType,
     Dialect,
     FilterSpec,
+    stream_names,
 )  # fmt: skip
 from heap_dbt.warehouse import KEY as KEY
 
@@ -49,6 +50,8 @@ WHITESPACE = "' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
 WHITESPACE_CODES = "(9, 10, 11, 12, 13, 32)"
 
 REASON, RECORD, TRUNCATED, IDENTITY = "__reason", "__record", "__truncated", "__identity"
+NULLS = "__nulls"
+"""How many of a user's or account's properties are NULL, and so leave Heap's value in place."""
 ARRIVED_BAD = "__heap_rejects_"
 """Prefix of the column that holds a ``Column.rejects`` check of the column it names."""
 SEPARATOR = ","
@@ -78,6 +81,15 @@ class _Entry:
     fragment: str
     reasons: list[tuple[str, str]]  # (condition, message SQL)
     truncations: list[str]  # conditions
+    name: str = ""
+    """The property name, or for ``shape`` map and json the prefix of the names it makes."""
+    shape: str = "exact"
+    """``exact``: one property, ``name``; ``map``: ``name.<key>`` per entry; ``json``: ``name``
+    for a JSON scalar, else ``name.<path>`` per leaf (known only from each row's value)."""
+    source: str = ""
+    """Where the property comes from, for messages: ``column 'address' (a struct, flattened)``."""
+    expr: str = ""
+    """The value's SQL: for a ``json`` entry's checks of its names, and an ``exact`` one's NULL."""
 
 
 def _scalar_text(expr: str, t: ColumnType) -> str | None:
@@ -272,6 +284,43 @@ _JSON_ELEMENT = "CASE WHEN json_type(x) = 'VARCHAR' THEN x->>'$' ELSE CAST(x AS 
 """An array element as text: a string without its quotes, anything else as its JSON."""
 
 
+def _json_name(prefix: str) -> str:
+    """The property name of json_tree node ``n``: ``prefix``, or ``prefix.`` and its dotted path."""
+    return (
+        f"CASE WHEN n.id = 0 THEN {lit(prefix)} ELSE {lit(prefix + '.')} || array_to_string("
+        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN CAST(s AS JSON)->>'$' "
+        "ELSE s END), '.') END"
+    )
+
+
+def _json_clashes(entry: _Entry, others: list[_Entry]) -> list[tuple[str, str]]:
+    """Rejections of a row whose JSON value (``entry``) names a property twice: two of its
+    leaves that flatten to one name (``{"a.b": 1, "a": {"b": 2}}``, or a key repeated in a
+    Postgres ``json``), or a leaf named as another property of the record (``others``)."""
+    name = _json_name(entry.name)
+    nodes = f"FROM json_tree({entry.expr}) AS n WHERE {_JSON_LEAF}"
+    twice = (
+        f"(SELECT {lit('property ')} || CAST(to_json(d.name) AS VARCHAR) || "
+        f"{lit(f' comes twice from {entry.source}, at ')} || d.paths FROM (SELECT {name} AS name, "
+        f"string_agg(n.fullkey, ' and ' ORDER BY n.id) AS paths, min(n.id) AS first {nodes} "
+        "GROUP BY 1 HAVING count(*) > 1) AS d ORDER BY d.first LIMIT 1)"
+    )
+    reasons = [(f"{twice} IS NOT NULL", twice)]
+    below = entry.name + "."
+    clashing = {o.name: o.source for o in others if o.shape == "exact" and o.name.startswith(below)}
+    if clashing:
+        whens = " ".join(f"WHEN {lit(k)} THEN {lit(v)}" for k, v in clashing.items())
+        source = f"CASE d.name {whens} END"
+        both = (
+            f"(SELECT {lit('property ')} || CAST(to_json(d.name) AS VARCHAR) || "
+            f"{lit(f' comes from both {entry.source} and ')} || {source} FROM (SELECT {name} AS name, "
+            f"n.id {nodes}) AS d WHERE d.name IN ({', '.join(lit(k) for k in clashing)}) "
+            "ORDER BY d.id LIMIT 1)"
+        )
+        reasons.append((f"{both} IS NOT NULL", both))
+    return reasons
+
+
 def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
     """Properties from a JSON value: an object's leaves as dotted names (as a struct's fields),
     a scalar as ``prefix`` itself; an array (anywhere) is its elements joined with ``||``.
@@ -279,11 +328,7 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
     Numbers are what DuckDB's JSON reader makes of them: integers exactly (as a string past
     +-(2^53 - 1), as elsewhere), other numbers as doubles, which is what Heap keeps.
     """
-    name = (
-        f"CASE WHEN n.id = 0 THEN {lit(prefix)} ELSE {lit(prefix + '.')} || array_to_string("
-        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN CAST(s AS JSON)->>'$' "
-        "ELSE s END), '.') END"
-    )
+    name = _json_name(prefix)
     text = (
         "CASE n.type WHEN 'VARCHAR' THEN n.value->>'$' WHEN 'ARRAY' THEN array_to_string("
         f"list_transform(CAST(n.value AS JSON[]), lambda x: {_JSON_ELEMENT}), '||') "
@@ -320,20 +365,82 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
     return _Entry(fragment, [not_a_number, (over, reason)], [])
 
 
-def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool) -> list[_Entry]:
+_IN_STRUCT = " (a struct, flattened)"
+
+
+def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool, source: str = "") -> list[_Entry]:
     """The property entries of one mapped column; structs and JSON objects flatten to dotted names."""
     if t.kind == "json":
-        return [_json_entry(expr, name, truncate=truncate)]
+        entry = _json_entry(expr, name, truncate=truncate)
+        entry.name, entry.shape, entry.source = name, "json", f"{source} (JSON, flattened)"
+        entry.expr = expr
+        return [entry]
     if t.kind == "struct":
         out: list[_Entry] = []
         for child, child_t in t.children:
-            out += _entries(f"{name}.{child}", f"{expr}.{ident(child)}", child_t, truncate=truncate)
+            out += _entries(
+                f"{name}.{child}", f"{expr}.{ident(child)}", child_t, truncate=truncate,
+                source=source if source.endswith(_IN_STRUCT) else source + _IN_STRUCT,
+            )  # fmt: skip
         return out
     if t.kind == "map" and t.children[0][1].kind in ("string", "integer"):
-        return [_map_fragment(expr, t, name, truncate=truncate)]
+        entry = _map_fragment(expr, t, name, truncate=truncate)
+        entry.name, entry.shape, entry.source = name, "map", f"{source} (a map, flattened)"
+        return [entry]
     value = _value(expr, t, name, truncate=truncate)
     value.fragment = f"{_json_key(name)} || {value.fragment}"
+    value.name, value.source, value.expr = name, source, expr
     return [value]
+
+
+def _column_source(prop: str, col: str) -> str:
+    return f"column {col!r}" if prop == col else f"column {col!r} (as {prop!r})"
+
+
+def _overlap(a: _Entry, b: _Entry) -> str | None:
+    """The property name (or name pattern) that ``a`` and ``b`` can both produce, or None."""
+    if a.shape == "exact" and b.shape == "exact":
+        return a.name if a.name == b.name else None
+    if a.shape == "exact" or b.shape == "exact":
+        fixed, spread = (a, b) if a.shape == "exact" else (b, a)
+        if spread.shape == "json" and fixed.name == spread.name:
+            return fixed.name  # a JSON scalar is sent under the column's own name
+        if spread.shape == "map" and fixed.name.startswith(spread.name + "."):
+            return fixed.name
+        return None
+    if a.name == b.name or a.name.startswith(b.name + ".") or b.name.startswith(a.name + "."):
+        longer = max(a.name, b.name, key=len)
+        return f"{longer}.<key>"
+    return None
+
+
+def name_collisions(spec: SyncSpec, types: dict[str, ColumnType]) -> list[str]:
+    """Property names that two sources of ``spec`` produce, as the columns show them: a
+    configuration error, since Heap would keep one of the two by chance.
+
+    A column name against a struct's flattened field, a map's prefix or a JSON column's own
+    name, and two maps or JSON values whose dotted names can meet. A JSON object's keys
+    meeting another property's name are known only per row: ``record_query`` rejects such rows.
+    """
+    entries: list[_Entry] = []
+    for prop, col in spec.properties.items():
+        if col in types:
+            source = _column_source(prop, col)
+            entries += _entries(prop, ident(col), types[col], truncate=False, source=source)
+    where = f"model {spec.model.name}, {spec.meta_path}"
+    problems = []
+    for i, a in enumerate(entries):
+        for b in entries[i + 1 :]:
+            if (a.shape, b.shape) in (("json", "exact"), ("exact", "json")) and a.name != b.name:
+                continue  # per row, as above
+            name = _overlap(a, b)
+            if name is not None:
+                problems.append(
+                    f"{where}: property {name!r} would come from both {a.source} and {b.source}; "
+                    "rename one of the columns in the model, or map it to another property name in "
+                    "`fields`."
+                )
+    return problems
 
 
 def _longer_than(expr: str, limit: int) -> str:
@@ -381,6 +488,8 @@ class RecordQuery:
     has_identity: bool
     can_truncate: bool
     """Whether TRUNCATED can be anything but 0 (some property has ``truncate: true``)."""
+    counts_nulls: bool
+    """Whether NULLS can be anything but 0 (users and accounts with ``nulls: keep``)."""
     keys_sql: str
     """The model's keys, for finding keys that left the model."""
     probe_sql: str
@@ -446,9 +555,18 @@ def record_query(
     if spec.object == "user":
         reasons += _identity_checks("k." + ident(KEY), f"identity ({spec.key})")
 
+    used = dict.fromkeys([spec.key, *spec.reserved_columns(), *spec.properties.values()])
+    streamed = stream_names([by_name[c] for c in used])
+
+    def column(name: str) -> str:
+        """The column as the format query reads it from the stream."""
+        return "k." + ident(streamed[name])
+
     entries: list[_Entry] = []
     for prop, col in spec.properties.items():
-        entries += _entries(prop, "k." + ident(col), types[col], truncate=spec.truncate)
+        entries += _entries(
+            prop, column(col), types[col], truncate=spec.truncate, source=_column_source(prop, col)
+        )
 
     # ``fixed``: pieces every valid row has (a NULL there means the row is rejected, so its
     # record is never sent); ``optional``: fragments that concat_ws leaves out when NULL.
@@ -458,11 +576,11 @@ def record_query(
     if spec.object == "event":
         assert spec.identity is not None  # config guarantees it for events
         id_t = types[spec.identity]
-        identity_sql = _element_text("k." + ident(spec.identity), id_t)
+        identity_sql = _element_text(column(spec.identity), id_t)
         reasons += _empty_checks(identity_sql, f"event identity ({spec.identity})")
         reasons += _identity_checks(identity_sql, f"event identity ({spec.identity})")
         if spec.event_name_column:
-            name_sql = _element_text("k." + ident(spec.event_name_column), types[spec.event_name_column])
+            name_sql = _element_text(column(spec.event_name_column), types[spec.event_name_column])
             reasons += _empty_checks(name_sql, f"event name ({spec.event_name_column})")
             reasons.append(
                 (
@@ -479,9 +597,9 @@ def record_query(
         ]  # fmt: skip
         if spec.timestamp:
             ts_t = types[spec.timestamp]
-            ts_text = _scalar_text("k." + ident(spec.timestamp), ts_t)
+            ts_text = _scalar_text(column(spec.timestamp), ts_t)
             optional.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
-            reasons.append((f"isinf(k.{ident(spec.timestamp)})", lit("event timestamp is infinite")))
+            reasons.append((f"isinf({column(spec.timestamp)})", lit("event timestamp is infinite")))
     elif spec.object == "user":
         fixed += [lit('"identity":'), f"CAST(to_json(k.{ident(KEY)}) AS VARCHAR)"]
     else:
@@ -493,13 +611,24 @@ def record_query(
     )
     for e in entries:
         reasons += e.reasons
+        if e.shape == "json":
+            reasons += _json_clashes(e, entries)
     # A value that arrived but that its DuckDB type cannot hold (``Column.rejects``): its check
     # ran on the arrived value, before the restore (``source`` below).
     rejects = {col: by_name[col].rejects for col in dict.fromkeys(spec.properties.values())}
     for prop, col in spec.properties.items():
         if (check := rejects[col]) is not None:
-            reasons.append((f"k.{ident(ARRIVED_BAD + col)}", lit(f"property {prop!r} {check[1]}")))
+            reasons.append((f"k.{ident(ARRIVED_BAD + streamed[col])}", lit(f"property {prop!r} {check[1]}")))
     truncations = [t for e in entries for t in e.truncations]
+    # A NULL leaves the property out (Heap keeps its old value), or with ``nulls: clear`` sends
+    # it as "". Only properties whose names the columns fix can be cleared or counted: a map's
+    # or a JSON value's names come from the value itself.
+    exact = [e for e in entries if e.shape == "exact"]
+    if spec.nulls == "clear":
+        for e in exact:
+            e.fragment = f"coalesce({e.fragment}, {_json_key(e.name)} || '\"\"')"
+    counts_nulls = spec.nulls == "keep" and spec.object != "event" and bool(exact)
+    nulls_sql = " + ".join(f"CAST({e.expr} IS NULL AS INTEGER)" for e in exact) if counts_nulls else "0"
 
     # concat() copies each record once where a chain of || would copy it at every step.
     properties = (
@@ -522,6 +651,7 @@ def record_query(
         f"{reason_sql} AS {ident(REASON)}",
         f"concat({', '.join([*record_parts, lit(SEPARATOR)])}) AS {ident(RECORD)}",
         f"{trunc_sql} AS {ident(TRUNCATED)}",
+        f"{nulls_sql} AS {ident(NULLS)}",
     ]
     if spec.object == "event" and identities:
         select.append(f"{identity_sql} AS {ident(IDENTITY)}")
@@ -533,7 +663,6 @@ def record_query(
     ]
     # Change detection hashes the source values the record is built from (plus how it is built),
     # so the diff finds changed rows before any JSON is made: records are built for those only.
-    used = dict.fromkeys([spec.key, *spec.reserved_columns(), *spec.properties.values()])
     f = FilterSpec(
         relation=src,
         key=by_name[spec.key],
@@ -542,10 +671,12 @@ def record_query(
         compare_hashes=spec.object != "event",
     )
     restored = [
-        f"{c.restore.format(ident(c.name))} AS {ident(c.name)}" for c in f.columns if c.restore != "{}"
+        f"{c.restore.format(ident(streamed[c.name]))} AS {ident(streamed[c.name])}"
+        for c in f.columns
+        if c.restore != "{}"
     ]
     checked = [
-        f"({check[0].format(ident(col))}) AS {ident(ARRIVED_BAD + col)}"
+        f"({check[0].format(ident(streamed[col]))}) AS {ident(ARRIVED_BAD + streamed[col])}"
         for col, check in rejects.items()
         if check is not None
     ]
@@ -560,6 +691,7 @@ def record_query(
         format_sql=f"SELECT {', '.join(select)}\nFROM {source} AS k",
         has_identity=spec.object == "event" and identities,
         can_truncate=bool(truncations),
+        counts_nulls=counts_nulls,
         keys_sql=dialect.keys_sql(f),
         probe_sql=dialect.probe_sql(f),
         probe_duplicates_sql=dialect.probe_duplicates_sql(f),

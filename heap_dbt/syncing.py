@@ -151,6 +151,7 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
                 batch.select([sql.K1, sql.K2, sql.HASH]),
             )
             new = batch.column(sql.NEW)
+            nulls = batch.column(sql.NULLS)
             run.known_streamed += n - new.true_count
             if run.hash_sum is not None:
                 run.hash_sum += hash_sum(batch.column(sql.HASH))
@@ -166,6 +167,7 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
                 good = pc.invert(bad)
                 rows = rows.filter(good)
                 new = new.filter(good)
+                nulls = nulls.filter(good)
             fresh = new.true_count
             result.new += fresh
             result.changed += len(rows) - fresh
@@ -173,6 +175,10 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
                 import pyarrow.compute as pc
 
                 result.truncated += int(pc.sum(batch.column(sql.TRUNCATED)).as_py() or 0)
+            if query.counts_nulls:
+                import pyarrow.compute as pc
+
+                result.nulls_kept += int(pc.sum(nulls).as_py() or 0)
             if ctx.options.dry_run:
                 result.would_send += len(rows)
                 if not result.sample and len(rows):

@@ -11,7 +11,8 @@ one record SQL in ``heap_dbt.sql``. Each engine also opens its ``StateStore``
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,8 @@ KEY_HASH_1, KEY_HASH_2 = "__heap_k1", "__heap_k2"
 """The key as two independent 64-bit hashes, the form the sync state stores."""
 IS_NEW = "__heap_new"
 """True where the state holds no row for the key."""
+STREAM_COLUMN = "__heap_col_"
+"""Prefix of a column's name in the stream when its own would be ambiguous there (``stream_names``)."""
 CANDIDATES = "heap_dbt_candidates"
 """The name under which the record SQL reads the candidates (a CTE, or a registered Arrow stream)."""
 
@@ -112,8 +115,8 @@ class Dialect(Protocol):
     def candidates_sql(
         self, f: FilterSpec, *, previous: str | None, duplicates: bool, duplicates_table: str | None
     ) -> str:
-        """The rows to send: every column of ``f.columns`` (as ``Column.export``, under its own
-        name), then KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2 and IS_NEW.
+        """The rows to send: every column of ``f.columns`` (as ``Column.export``, under its
+        ``stream_names`` name), then KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2 and IS_NEW.
 
         ``previous`` (SQL from ``StateStore.latest_sql``, yielding k1, k2, hash) limits them to
         rows that are new, changed (``f.compare_hashes``) or share a key; without it every row
@@ -202,6 +205,19 @@ class ReaderFactory(Protocol):
         state_path: Path | None = None,
         memory_limit: str | None = None,
     ) -> WarehouseReader: ...
+
+
+def stream_names(columns: Sequence[Column]) -> dict[str, str]:
+    """Each column's name in the Arrow stream that the in-process DuckDB reads: its own, unless
+    another column's name differs from it only in case (Postgres' ``plan`` and ``"Plan"``,
+    Snowflake's ``PLAN`` and ``"Plan"``). DuckDB matches names regardless of case, so it would
+    read one of the two for both: such columns travel as ``__heap_col_<position>``."""
+    folded = Counter(c.name.lower() for c in columns)
+    ambiguous = {name for name, n in folded.items() if n > 1}
+    return {
+        c.name: f"{STREAM_COLUMN}{i}" if c.name.lower() in ambiguous else c.name
+        for i, c in enumerate(columns)
+    }
 
 
 def hash_sum(hashes: pa.Array | pa.ChunkedArray) -> int:

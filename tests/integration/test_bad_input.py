@@ -433,6 +433,12 @@ CASES: list[Case] = [
         setup=meta("heap_users", truncate="yes"),
     ),
     case(
+        "nulls-not-an-option",
+        "model heap_users, config.meta.heap.nulls: 'drop' is not an option; use keep (the default: a NULL "
+        "leaves Heap's value in place) or clear (a NULL is sent as an empty string).",
+        setup=meta("heap_users", nulls="drop"),
+    ),
+    case(
         "event-option-not-a-string",
         "model heap_purchases, config.meta.heap.timestamp: expected a non-empty string.",
         setup=meta("heap_purchases", timestamp=5),

@@ -150,6 +150,16 @@ BAD_BLOCKS = [
         id="truncate-not-bool",
     ),
     pytest.param(
+        {"object": "user", "key": "id", "nulls": "drop"},
+        ".nulls",
+        "'drop' is not an option; use keep (the default: a NULL leaves Heap's value in place) or clear "
+        "(a NULL is sent as an empty string).",
+        id="nulls-unknown",
+    ),
+    pytest.param(
+        {"object": "user", "key": "id", "nulls": True}, ".nulls", "True is not an option", id="nulls-bool"
+    ),
+    pytest.param(
         {"object": "user", "key": "id", "app_id": " "}, ".app_id", "Heap environment ID", id="app-id-blank"
     ),
     pytest.param(
@@ -481,10 +491,11 @@ def test_long_column_name_as_default_property_is_reported() -> None:
 
 
 def test_resolve_keeps_the_parsed_options() -> None:
-    spec, problems = resolve({**EVENT, "truncate": True, "app_id": "42"}, EVENT_COLUMNS)
+    spec, problems = resolve({**EVENT, "truncate": True, "app_id": "42", "nulls": "clear"}, EVENT_COLUMNS)
     assert problems == []
-    assert (spec.truncate, spec.app_id, spec.behavior, spec.event_name, spec.meta_path) == (
+    assert (spec.truncate, spec.nulls, spec.app_id, spec.behavior, spec.event_name, spec.meta_path) == (
         True,
+        "clear",
         "42",
         "append",
         "Signup",

@@ -483,6 +483,18 @@ def test_one_bad_item_rejects_the_whole_batch(heap: RunningEmulator) -> None:
         pytest.param(b'{"app_id": NaN}', "application/json", "body: invalid JSON", id="nan"),
         pytest.param(b"\xff\xfe", "application/json", "body: invalid JSON", id="not-utf8"),
         pytest.param(b"", "application/json", "body: invalid JSON", id="empty"),
+        pytest.param(
+            b'{"app_id": "1", "users": [{"identity": "a", "properties": {"plan": "x", "plan": "y"}}]}',
+            "application/json",
+            "body: invalid JSON (key 'plan' appears twice in one object)",
+            id="duplicate-property-key",
+        ),
+        pytest.param(
+            b'{"app_id": "1", "app_id": "1", "users": []}',
+            "application/json",
+            "body: invalid JSON (key 'app_id' appears twice in one object)",
+            id="duplicate-top-level-key",
+        ),
         pytest.param(b'{"app_id": "1", "users": []}', "text/plain", "Content-Type", id="wrong-content-type"),
     ],
 )

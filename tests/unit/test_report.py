@@ -89,7 +89,7 @@ def test_a_report_of_no_syncs_succeeds() -> None:
 def test_json_totals_add_up_every_sync() -> None:
     r = report(
         result(read=10, sent=7, unchanged=2, rejected=1),
-        result("dim_accounts", read=5, sent=3, failed=2, removed=4),
+        result("dim_accounts", read=5, sent=3, failed=2, removed=4, nulls_kept=6),
     )
     doc = json.loads(r.to_json())
 
@@ -98,7 +98,9 @@ def test_json_totals_add_up_every_sync() -> None:
     assert doc["started_at"] == "2024-05-01T12:00:00+00:00" and doc["finished_at"] is None
     assert doc["totals"] == {
         "read": 15, "sent": 10, "unchanged": 2, "rejected": 1, "failed": 2, "removed": 4, "would_send": 0,
+        "nulls_kept": 6,
     }  # fmt: skip
+    assert [s["nulls_kept"] for s in doc["syncs"]] == [0, 6]
     assert [s["model"] for s in doc["syncs"]] == ["dim_users", "dim_accounts"]
 
 
@@ -173,6 +175,17 @@ def test_summary_shows_removed_and_truncated_only_when_there_are_some() -> None:
 
     assert line.endswith("failed 0  removed 7  truncated values 3  (0.00 s)")
     assert "removed" not in rendered(report(result(read=2, sent=2))).splitlines()[0]
+
+
+def test_summary_shows_nulls_kept_and_says_how_to_clear_them_only_when_there_are_some() -> None:
+    lines = rendered(report(result(read=2, sent=2, nulls_kept=5))).splitlines()
+
+    assert lines[0].endswith("failed 0  NULLs kept 5  (0.00 s)")
+    assert lines[1] == (
+        "NULLs kept: properties that are NULL are left out, so Heap keeps the value it had; "
+        "set `nulls: clear` in the block to send them as empty strings."
+    )
+    assert "NULL" not in rendered(report(result(read=2, sent=2)))
 
 
 def test_summary_lists_issues_up_to_a_limit_and_counts_the_rest() -> None:

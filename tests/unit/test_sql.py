@@ -21,6 +21,7 @@ from heap_dbt import sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
 from heap_dbt.manifest import ModelNode
 from heap_dbt.plan import SyncOptions, prepare
+from heap_dbt.warehouse import ColumnType
 from heap_dbt.warehouse.duckdb import DuckDBReader
 from heap_dbt.warehouse.duckdb.dialect import DuckDBDialect
 from tests.unit.records import MAX_SAFE_INTEGER as SAFE
@@ -1005,4 +1006,75 @@ def test_rule_is_per_value_within_one_column(records: Records) -> None:
         '{"identity":"a","properties":{"amount":19.990}}',
         '{"identity":"b","properties":{"amount":"12345678901234.567"}}',
         '{"identity":"c","properties":{}}',
+    ]
+
+
+# --- property names: what the columns show colliding (``sql.name_collisions``) ----------------
+
+TEXT = ColumnType("string", "VARCHAR")
+JSON_T = ColumnType("json", "JSON")
+CITY = ColumnType("struct", "STRUCT(city VARCHAR)", (("city", TEXT),))
+MAP_T = ColumnType("map", "MAP(VARCHAR, VARCHAR)", (("key", TEXT), ("value", TEXT)))
+FIX = "; rename one of the columns in the model, or map it to another property name in `fields`."
+
+
+@pytest.mark.parametrize(
+    ("columns", "fields", "problems"),
+    [
+        pytest.param(
+            {"address": CITY, "address.city": TEXT}, None,
+            ["property 'address.city' would come from both column 'address' (a struct, flattened) and "
+             "column 'address.city'"],
+            id="struct-field-vs-column",
+        ),
+        pytest.param(
+            {"a": ColumnType("struct", "", (("b", CITY),)), "a.b.city": TEXT}, None,
+            ["property 'a.b.city' would come from both column 'a' (a struct, flattened) and column "
+             "'a.b.city'"],
+            id="nested-struct-field-vs-column",
+        ),
+        pytest.param(
+            {"city": TEXT, "address": CITY}, {"address.city": "city", "address": "address"},
+            ["property 'address.city' would come from both column 'city' (as 'address.city') and column "
+             "'address' (a struct, flattened)"],
+            id="mapped-onto-struct-field",
+        ),
+        pytest.param(
+            {"attributes": MAP_T, "attributes.color": TEXT}, None,
+            ["property 'attributes.color' would come from both column 'attributes' (a map, flattened) and "
+             "column 'attributes.color'"],
+            id="map-vs-column",
+        ),
+        pytest.param(
+            {"payload": JSON_T, "x": TEXT}, {"payload.x": "x", "payload": "payload"}, [],
+            id="json-keys-are-checked-per-row",
+        ),
+        pytest.param(
+            {"payload": JSON_T, "payload.extra": JSON_T}, None,
+            ["property 'payload.extra.<key>' would come from both column 'payload' (JSON, flattened) and "
+             "column 'payload.extra' (JSON, flattened)"],
+            id="json-prefixes-meet",
+        ),
+        pytest.param(
+            {"m": MAP_T, "m.sub": JSON_T}, None,
+            ["property 'm.sub.<key>' would come from both column 'm' (a map, flattened) and column 'm.sub' "
+             "(JSON, flattened)"],
+            id="map-and-json-prefixes-meet",
+        ),
+        pytest.param({"address": CITY, "address_city": TEXT, "addressx": MAP_T}, None, [], id="no-collision"),
+    ],
+)  # fmt: skip
+def test_names_the_columns_show_colliding_are_configuration_errors_naming_both_sources(
+    columns: dict[str, ColumnType], fields: dict[str, str] | None, problems: list[str]
+) -> None:
+    model = ModelNode(
+        unique_id="model.demo.users", name="users", relation_name='"db"."main"."users"', materialized="table",
+        meta={}, tags=(), fqn=("demo", "users"), original_file_path="models/users.sql",
+    )  # fmt: skip
+    found: list[str] = []
+    spec = resolve_columns(SyncSpec(model, "config.meta.heap", "user", "id", fields), ["id", *columns], found)
+    assert found == []
+
+    assert sql.name_collisions(spec, {"id": TEXT, **columns}) == [
+        f"model users, config.meta.heap: {p}{FIX}" for p in problems
     ]

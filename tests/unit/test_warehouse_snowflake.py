@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from heap_dbt import sql
+from heap_dbt.config import SyncSpec, resolve_columns
 from heap_dbt.errors import ConfigError
+from heap_dbt.manifest import ModelNode
 from heap_dbt.profiles import Target
+from heap_dbt.warehouse import CANDIDATES, stream_names
 from heap_dbt.warehouse.snowflake.connection import connect_args
+from heap_dbt.warehouse.snowflake.dialect import SnowflakeDialect
 from heap_dbt.warehouse.snowflake.types import column, heap_name, refuse
 
 BASE = {"type": "snowflake", "account": "ab12345.eu-west-1", "user": "loader", "password": "hunter2"}
@@ -239,3 +247,47 @@ def test_state_columns_are_created_under_the_names_the_statements_use() -> None:
         assert names, statement
         quoted = [n.name for n in names if n.quoted]
         assert quoted == [], f"quoted column names {quoted} in {statement}"
+
+
+def test_names_that_differ_only_in_case_each_reach_duckdb_with_their_own_value() -> None:
+    """PLAN (unquoted) beside "Plan" (quoted): Snowflake keeps both, DuckDB would read one for
+    both, so they travel under names of their own. fakesnow cannot hold such a table (it is
+    DuckDB underneath), so the statements run here: the Snowflake half is checked as text, the
+    DuckDB half on an Arrow stream carrying what Snowflake would send."""
+    found = [
+        column("ID", "TEXT", None, None),
+        column("PLAN", "TEXT", None, None),
+        column("Plan", "TEXT", None, None),
+    ]
+    columns = [c.seam() for c in found]
+    model = ModelNode(
+        unique_id="model.demo.users", name="users", relation_name='"DB"."PUBLIC"."USERS"',
+        materialized="table", meta={}, tags=(), fqn=("demo", "users"), original_file_path="models/users.sql",
+    )  # fmt: skip
+    problems: list[str] = []
+    spec = resolve_columns(
+        SyncSpec(model, "config.meta.heap", "user", "id"), [c.name for c in columns], problems
+    )
+    assert problems == []
+    assert spec.properties == {"plan": "plan", "Plan": "Plan"}
+    dialect = SnowflakeDialect()
+    for c in found:
+        dialect.sources[('"DB"."PUBLIC"."USERS"', c.name)] = c.source
+
+    query = sql.record_query(spec, columns, key_seed="users", definition_seed="users", dialect=dialect)
+
+    assert stream_names(columns) == {"id": "id", "plan": "__heap_col_1", "Plan": "__heap_col_2"}
+    assert '"PLAN" AS "plan", "Plan" AS "Plan"' in query.candidates_sql
+    assert '"plan" AS "__heap_col_1", "Plan" AS "__heap_col_2"' in query.candidates_sql
+    stream = pa.table({
+        "id": ["u1"], "__heap_col_1": ["basic"], "__heap_col_2": ["Pro"], "__key": ["u1"],
+        "__heap_dups": pa.array([None], pa.int64()), "__heap_hash": [1], "__heap_k1": [2], "__heap_k2": [3],
+        "__heap_new": [True],
+    })  # fmt: skip
+    with duckdb.connect() as con:
+        con.register(CANDIDATES, stream)
+        ((record,),) = con.sql(f"SELECT {sql.RECORD} FROM ({query.format_sql})").fetchall()
+    assert json.loads(record.removesuffix(sql.SEPARATOR)) == {
+        "identity": "u1",
+        "properties": {"plan": "basic", "Plan": "Pro"},
+    }

@@ -14,7 +14,17 @@ row, adds it up as the rows arrive instead of scanning the model for it first
 from __future__ import annotations
 
 from heap_dbt.sql import ident, lit
-from heap_dbt.warehouse import DUPS, IS_NEW, KEY, KEY_HASH_1, KEY_HASH_2, ROW_HASH, Column, FilterSpec
+from heap_dbt.warehouse import (
+    DUPS,
+    IS_NEW,
+    KEY,
+    KEY_HASH_1,
+    KEY_HASH_2,
+    ROW_HASH,
+    Column,
+    FilterSpec,
+    stream_names,
+)
 
 
 def key_text(column: Column) -> str:
@@ -102,7 +112,8 @@ class PostgresDialect:
                 f"ON prev.k1 = h.{ident(KEY_HASH_1)} AND prev.k2 = h.{ident(KEY_HASH_2)} "
                 f"WHERE prev.k1 IS NULL OR h.{ident(DUPS)} IS NOT NULL{changed})"
             )
-        exported = [f"{c.export.format(ident(c.name))} AS {ident(c.name)}" for c in f.columns]
+        streamed = stream_names(f.columns)
+        exported = [f"{c.export.format(ident(c.name))} AS {ident(streamed[c.name])}" for c in f.columns]
         meta = [ident(n) for n in (KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2, IS_NEW)]
         return f"WITH {src},\n{k},\n{hashed},\n{cand}\nSELECT {', '.join(exported + meta)} FROM cand"
 

@@ -25,7 +25,17 @@ the Arrow stream, uses those names.
 from __future__ import annotations
 
 from heap_dbt.sql import ident, lit
-from heap_dbt.warehouse import DUPS, IS_NEW, KEY, KEY_HASH_1, KEY_HASH_2, ROW_HASH, Column, FilterSpec
+from heap_dbt.warehouse import (
+    DUPS,
+    IS_NEW,
+    KEY,
+    KEY_HASH_1,
+    KEY_HASH_2,
+    ROW_HASH,
+    Column,
+    FilterSpec,
+    stream_names,
+)
 
 POSITIVE = 9223372036854775807
 """2^63 - 1: a hash ANDed with it is a non-negative BIGINT on Snowflake and on fakesnow."""
@@ -97,7 +107,8 @@ class SnowflakeDialect:
                 f"ON prev.k1 = h.{ident(KEY_HASH_1)} AND prev.k2 = h.{ident(KEY_HASH_2)} "
                 f"WHERE prev.k1 IS NULL OR h.{ident(DUPS)} IS NOT NULL{changed})"
             )
-        exported = [f"{c.export.format(ident(c.name))} AS {ident(c.name)}" for c in f.columns]
+        streamed = stream_names(f.columns)
+        exported = [f"{c.export.format(ident(c.name))} AS {ident(streamed[c.name])}" for c in f.columns]
         meta = [ident(n) for n in (KEY, DUPS, ROW_HASH, KEY_HASH_1, KEY_HASH_2, IS_NEW)]
         select = ", ".join(exported + meta)
         return f"WITH src AS ({self._src(f)}),\n{k},\n{hashed},\n{cand}\nSELECT {select} FROM cand"
