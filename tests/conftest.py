@@ -60,8 +60,9 @@ def dbt(project: Path, *args: str) -> None:
         # warns of its own deprecated options) are not this suite's to turn into errors.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            where = ["--project-dir", str(project), "--profiles-dir", str(project)]
-            result = dbtRunner().invoke([*args, *where, "--log-level-file", "none"])
+            # Relative, as a user in the project directory gives them: the run results record
+            # them, and a copy of the project must not point back at this one.
+            result = dbtRunner().invoke([*args, "--profiles-dir", ".", "--log-level-file", "none"])
     finally:
         os.chdir(cwd)
         os.environ.clear()
