@@ -6,11 +6,13 @@ reads in a fraction of a second and fields added by newer dbt versions do no har
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import yaml
 
 from heap_dbt.errors import ManifestError
 
@@ -48,6 +50,8 @@ class _Node(msgspec.Struct):
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     tags: list[str] = msgspec.field(default_factory=list)
     fqn: list[str] = msgspec.field(default_factory=list)
+    # Raw: only read for a heap block in a column's meta, where heap-dbt does not look.
+    columns: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     original_file_path: str = ""
     patch_path: str | None = None
     version: str | int | float | None = None
@@ -106,6 +110,10 @@ class ModelNode:
     original_file_path: str
     package_name: str = ""
     version: str | int | float | None = None
+    patch_path: str | None = None
+    misplaced: tuple[str, ...] = ()
+    """Where the manifest holds a heap block that heap-dbt does not read (``config.heap``,
+    ``config.meta.Heap``, ``columns.id.meta.heap``): a configuration error, not a sync."""
 
 
 class GraphNode(msgspec.Struct, frozen=True):
@@ -295,6 +303,8 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
                 original_file_path=node.original_file_path,
                 package_name=node.package_name,
                 version=node.version,
+                patch_path=node.patch_path,
+                misplaced=_misplaced(node),
             )
     return Manifest(
         path=path,
@@ -308,6 +318,70 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
         selectors=doc.selectors,
         tests=tests,
     )
+
+
+def _is_heap(key: object) -> bool:
+    return isinstance(key, str) and key.strip().lower() == "heap"
+
+
+def _misplaced(node: _Node) -> tuple[str, ...]:
+    """The places of ``node`` where dbt kept a heap block that heap-dbt does not read: a key
+    of the config itself, a case variant in the meta, or a column's meta. Only a node whose
+    JSON has the word is decoded."""
+    found: list[str] = []
+    config_raw = bytes(node.config)
+    if b"heap" in config_raw.lower():
+        config = _ANY.decode(config_raw)
+        if isinstance(config, dict):
+            found += [f"config.{k}" for k in config if _is_heap(k)]
+            meta = config.get("meta")
+            if isinstance(meta, dict):
+                found += [f"config.meta.{k}" for k in meta if _is_heap(k) and k != "heap"]
+    found += [f"config.meta.{k}" for k in node.meta if _is_heap(k) and k != "heap"]
+    columns_raw = bytes(node.columns)
+    if b"heap" in columns_raw.lower():
+        columns = _ANY.decode(columns_raw)
+        for name, column in columns.items() if isinstance(columns, dict) else ():
+            if not isinstance(column, dict):
+                continue
+            config = column.get("config")
+            for meta in (column.get("meta"), config.get("meta") if isinstance(config, dict) else None):
+                if isinstance(meta, dict):
+                    found += [f"columns.{name}.meta.{k}" for k in meta if _is_heap(k)]
+    return tuple(dict.fromkeys(found))
+
+
+def misplaced_in_properties(project_dir: Path, models: Iterable[ModelNode]) -> list[tuple[ModelNode, str]]:
+    """The models whose properties YAML has a ``heap:`` key beside ``config`` (or another case of
+    it): dbt drops such a key without a word, so only the file shows it. Reads only the
+    properties files that hold the word, once each."""
+    found: list[tuple[ModelNode, str]] = []
+    files: dict[str, Any] = {}
+    for m in models:
+        if not m.patch_path or "://" not in m.patch_path:
+            continue
+        relative = m.patch_path.split("://", 1)[1]
+        if relative not in files:
+            files[relative] = _properties(project_dir / relative)
+        doc = files[relative]
+        entries = doc.get("models") if isinstance(doc, dict) else None
+        for entry in entries if isinstance(entries, list) else ():
+            if isinstance(entry, dict) and entry.get("name") == m.name:
+                found += [(m, f"{relative}: models: {m.name}: {k}") for k in entry if _is_heap(k)]
+    return found
+
+
+def _properties(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "heap" not in text.lower():
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None  # dbt parsed it; a file changed since is the stale-manifest warning's concern
 
 
 def load_run_results(path: Path) -> RunResults | None:

@@ -13,7 +13,14 @@ from pathlib import Path
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
 from heap_dbt.errors import ConfigError, MissingRelationError
-from heap_dbt.manifest import Manifest, ModelNode, RunResults, load_manifest, load_run_results
+from heap_dbt.manifest import (
+    Manifest,
+    ModelNode,
+    RunResults,
+    load_manifest,
+    load_run_results,
+    misplaced_in_properties,
+)
 from heap_dbt.profiles import ProjectPaths, resolve_project
 from heap_dbt.report import SkippedModel
 from heap_dbt.selectors import select
@@ -62,16 +69,56 @@ class SyncOptions:
 
 def _selected(
     options: SyncOptions, *, manifest: Manifest | None = None
-) -> tuple[ProjectPaths, Manifest, list[ModelNode]]:
-    """The paths, the manifest (the one given, else target/manifest.json), and its selected
-    models with a ``heap`` block, in a stable order."""
+) -> tuple[ProjectPaths, Manifest, list[ModelNode], list[str]]:
+    """The paths, the manifest (the one given, else target/manifest.json), its selected
+    models with a ``heap`` block, in a stable order, and the selected models' heap blocks in
+    places heap-dbt does not read (problems)."""
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
+    local = manifest is None
     if manifest is None:
         manifest = load_manifest(paths.target_path / "manifest.json")
     selection = select(manifest, select=options.select, exclude=options.exclude, selector=options.selector)
+    if selection.unmatched:
+        raise ConfigError(
+            f"Nothing in the manifest at {manifest.path} matches "
+            f"{'these criteria' if len(selection.unmatched) > 1 else 'this criterion'}; check the "
+            f"spelling, or run `dbt parse` if the model is new. {_declaring(manifest)}",
+            problems=list(selection.unmatched),
+        )
     chosen = selection.models
     models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
-    return paths, manifest, models
+    selected = sorted((manifest.models[uid] for uid in chosen), key=lambda m: m.unique_id)
+    places = [(m, where) for m in selected for where in m.misplaced]
+    if local:  # dbt Cloud's artifacts come without the project's files
+        places += misplaced_in_properties(paths.project_dir, selected)
+    problems = [f"model {m.name}, {where}: {_MISPLACED}" for m, where in places]
+    return paths, manifest, models, problems
+
+
+_MISPLACED = (
+    "heap-dbt does not read a heap block here, so this model syncs nothing; move the block to "
+    "`config.meta.heap` (in the model's properties YAML: `config: {meta: {heap: ...}}` or "
+    "`meta: {heap: ...}`; in its SQL: `{{ config(meta={'heap': ...}) }}`)."
+)
+
+
+def _declaring(manifest: Manifest) -> str:
+    """The models that declare a sync, for a message about a selection that found none."""
+    names = sorted({m.name for m in manifest.heap_models()})
+    if not names:
+        return "No model of the manifest declares `config.meta.heap`."
+    return f"The models that declare a Heap sync: {', '.join(names)}."
+
+
+def nothing_selected(options: SyncOptions, manifest: Manifest) -> str:
+    """Why a selection that matched nodes has nothing to sync: none of them declares a sync."""
+    given = [f"--selector {options.selector}"] if options.selector else []
+    if options.select:
+        given.append(f"--select {' '.join(options.select)}")
+    if options.exclude:
+        given.append(f"--exclude {' '.join(options.exclude)}")
+    which = f"the selection ({', '.join(given)})" if given else "the selection"
+    return f"No model in {which} declares `config.meta.heap`, so nothing is synced. {_declaring(manifest)}"
 
 
 def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
@@ -79,8 +126,7 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
 
     Returns the paths, the manifest, the specs that parsed, and every problem found.
     """
-    paths, manifest, models = _selected(options)
-    problems: list[str] = []
+    paths, manifest, models, problems = _selected(options)
     specs = parse_specs(models, problems)
     return paths, manifest, specs, problems
 
@@ -199,7 +245,7 @@ def plan_syncs(
     anything in the local target path.
     """
     local = manifest is None
-    paths, manifest, models = _selected(options, manifest=manifest)
+    paths, manifest, models, problems = _selected(options, manifest=manifest)
     results_path = (paths.target_path if local else manifest.path.parent) / "run_results.json"
     if run_results is None and local:
         run_results = load_run_results(results_path)
@@ -211,9 +257,11 @@ def plan_syncs(
         all_models=options.all_models,
         require_tests=options.require_tests,
     )
-    problems: list[str] = []
     specs = parse_specs(gate.kept, problems)
-    return Planned(paths, manifest, run_results, specs, problems, gate.skipped, gate.warnings)
+    warnings = list(gate.warnings)
+    if not models and not problems:
+        warnings.append(nothing_selected(options, manifest))
+    return Planned(paths, manifest, run_results, specs, problems, gate.skipped, warnings)
 
 
 def resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:

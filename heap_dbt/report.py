@@ -217,10 +217,7 @@ class SyncReport:
             if s.error:
                 out.write(f"    error: {s.error}\n")
             for kind, issues in (("rejected", s.rejections), ("failed", s.failures)):
-                for issue in issues[:max_issues]:
-                    out.write(f"    {kind} key={issue.key!r}: {issue.reason}\n")
-                if len(issues) > max_issues:
-                    out.write(f"    ... and {len(issues) - max_issues:,} more {kind} rows\n")
+                _render_issues(out, kind, issues, max_issues)
             for record in s.sample:
                 out.write(f"    sample: {msgspec.json.encode(record).decode()}\n")
         for m in self.skipped:
@@ -234,6 +231,29 @@ class SyncReport:
             + (f"; skipped models {len(self.skipped):,}" if self.skipped else "")
             + ".\n"
         )
+
+
+SHOWN_KEYS = 3
+"""Keys shown on the line of a reason that many rows share."""
+
+
+def _render_issues(out: TextIO, kind: str, issues: Sequence[RowIssue], max_lines: int) -> None:
+    """One line per reason, with its count and first keys when rows share it (Heap unreachable
+    fails every row the same way), in the order the reasons first came; at most ``max_lines``."""
+    by_reason: dict[str, list[str | None]] = {}
+    for issue in issues:
+        by_reason.setdefault(issue.reason, []).append(issue.key)
+    shown = 0
+    for reason, keys in list(by_reason.items())[:max_lines]:
+        shown += len(keys)
+        if len(keys) == 1:
+            out.write(f"    {kind} key={keys[0]!r}: {reason}\n")
+            continue
+        first = ", ".join(repr(k) for k in keys[:SHOWN_KEYS])
+        more = f" and {len(keys) - SHOWN_KEYS:,} more" if len(keys) > SHOWN_KEYS else ""
+        out.write(f"    {kind} {len(keys):,} rows (keys {first}{more}): {reason}\n")
+    if len(issues) > shown:
+        out.write(f"    ... and {len(issues) - shown:,} more {kind} rows\n")
 
 
 def take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:

@@ -48,6 +48,8 @@ class Case:
     not_says: tuple[str, ...] = ()
     tables_untouched: bool = False
     """Count the rows of every warehouse table before and after: nothing may change."""
+    command: str = "sync"
+    """The heap-dbt command; ``args`` follow it."""
 
 
 # --- setup steps ---------------------------------------------------------------------------------
@@ -147,6 +149,22 @@ def model_failed(*, invocation: str | None) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def without_module(module: str) -> Setup:
+    """Shadow ``module`` (on PYTHONPATH={project}/shadow) with one whose import fails, as when
+    the extra that installs it is missing."""
+
+    def setup(project: Path, _: contextlib.ExitStack) -> None:
+        folder = project / "shadow" / Path(*module.split("."))
+        folder.mkdir(parents=True)
+        for parent in list(folder.relative_to(project / "shadow").parents)[:-1]:
+            (project / "shadow" / parent / "__init__.py").write_text("")
+        (folder / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({'No module named ' + repr(module)!r}, name={module!r})\n"
+        )
+
+    return setup
+
+
 HOLD_LOCK = (
     "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()"
 )
@@ -177,6 +195,13 @@ PROFILE_PATH = "{{ env_var('HEAP_DEMO_DUCKDB_PATH', 'heap_demo.duckdb') }}"
 MANIFEST = "{project}/target/manifest.json"
 SCHEMA_V99 = "https://schemas.getdbt.com/dbt/manifest/v99.json"
 WAREHOUSE = "{project}/heap_demo.duckdb"
+
+
+SYNCS_DECLARED = "The models that declare a Heap sync: heap_accounts, heap_purchases, heap_users."
+MISPLACED = (
+    "heap-dbt does not read a heap block here, so this model syncs nothing; move the block to "
+    "`config.meta.heap`"
+)
 
 
 def case(id: str, *says: str, setup: Setup | tuple[Setup, ...] = (), **options: Any) -> Case:
@@ -281,6 +306,24 @@ CASES: list[Case] = [
         "run `dbt run` (or `dbt build`) for heap_accounts first.",
         setup=warehouse_sql('DROP TABLE "main"."heap_accounts"'),
     ),
+    # a warehouse driver that is not installed (its heap-dbt extra is missing)
+    case(
+        "postgres-driver-missing",
+        "Target 'postgres' is a postgres warehouse, and its driver is not installed "
+        "(adbc_driver_postgresql cannot be imported).",
+        'Install it beside heap-dbt with: pip install "heap-dbt[postgres]"',
+        setup=without_module("adbc_driver_postgresql"),
+        args=("--target", "postgres"),
+        env={"PYTHONPATH": "{project}/shadow"},
+    ),
+    case(
+        "snowflake-driver-missing",
+        "Target 'snowflake' is a snowflake warehouse, and its driver is not installed",
+        'pip install "heap-dbt[snowflake]"',
+        setup=without_module("snowflake.connector"),
+        args=("--target", "snowflake"),
+        env={"PYTHONPATH": "{project}/shadow"},
+    ),
     # flags and environment
     case(
         "base-url-plain-http",
@@ -356,6 +399,75 @@ CASES: list[Case] = [
         "--memory-limit (or HEAP_DBT_MEMORY_LIMIT) '64' is not a memory size DuckDB reads",
         "write it like 256MB or 1GB.",
         env={"HEAP_DBT_MEMORY_LIMIT": "64"},
+    ),
+    # a selection that matches nothing: a typo, never a silent "nothing to sync"
+    *(
+        case(
+            f"{flag.strip('-')}-matches-no-node-in-{command}",
+            f"Nothing in the manifest at {MANIFEST} matches this criterion; check the spelling",
+            f"{flag} 'customrs'",
+            SYNCS_DECLARED,
+            args=(*before, flag, "customrs"),
+            command=command,
+        )
+        for command, before in (("sync", ()), ("ls", ()), ("exposures", ()), ("run", ("run",)))
+        for flag in ("--select", "--exclude")
+        if not (command == "run" and flag == "--exclude")
+    ),
+    case(
+        "select-criterion-in-a-word-matches-no-node",
+        "--select 'tag:haep'",
+        SYNCS_DECLARED,
+        args=("-s", "heap_users tag:haep,path:models"),
+        not_says=("'heap_users'", "'path:models'"),
+    ),
+    case(
+        "selector-criterion-matches-no-node",
+        "--selector nightly 'tag:nighly'",
+        SYNCS_DECLARED,
+        setup=edit_manifest(
+            lambda d: d["selectors"].update(
+                nightly={"name": "nightly", "definition": {"union": ["tag:heap", "tag:nighly"]}}
+            )
+        ),
+        args=("--selector", "nightly"),
+    ),
+    case(
+        "default-selector-criterion-matches-no-node",
+        "the default selector nightly 'customrs'",
+        setup=edit_manifest(
+            lambda d: d["selectors"].update(
+                nightly={"name": "nightly", "definition": "customrs", "default": True}
+            )
+        ),
+    ),
+    # a heap block where dbt keeps it but heap-dbt does not read it
+    case(
+        "heap-block-under-config",
+        f"model stg_orders, config.heap: {MISPLACED}",
+        setup=edit_node("stg_orders", config={"heap": {"object": "event", "key": "order_id"}}),
+    ),
+    case(
+        "heap-block-with-another-case",
+        f"model stg_orders, config.meta.Heap: {MISPLACED}",
+        setup=edit_node("stg_orders", config={"meta": {"Heap": {"object": "user", "key": "email"}}}),
+    ),
+    case(
+        "heap-block-in-a-column-meta",
+        f"model stg_users, columns.email.meta.heap: {MISPLACED}",
+        setup=edit_manifest(
+            lambda d: node(d, "stg_users")["columns"]["email"]["meta"].update(heap={"object": "user"})
+        ),
+    ),
+    case(
+        "heap-block-beside-config-in-the-yaml",
+        f"model heap_users, models/marts/schema.yml: models: heap_users: heap: {MISPLACED}",
+        setup=edit_file(
+            "models/marts/schema.yml",
+            lambda t: t.replace(
+                "  - name: heap_users\n", "  - name: heap_users\n    heap: {object: user}\n", 1
+            ),
+        ),
     ),
     # config.meta.heap, as the manifest alone tells
     case(
@@ -544,7 +656,7 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_sent(
         env = {k: fill(v) for k, v in case.env.items()}
         proc = heap_dbt(
             project,
-            "sync",
+            case.command,
             *(fill(a) for a in case.args),
             base_url=emulator.url if case.to_emulator else None,
             app_id=None if not case.app_id else "1234567890",
@@ -558,6 +670,7 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_sent(
     for fragment in case.not_says:
         assert fill(fragment) not in message
     assert "Traceback" not in proc.stderr
+    assert "a bug in heap-dbt" not in proc.stderr  # a user's mistake is not heap-dbt's bug
     assert emulator.emulator.snapshot()["requests"] == {}
     if case.exit_code == 2:
         assert proc.stdout == ""

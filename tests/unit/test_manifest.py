@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from heap_dbt.errors import ManifestError
-from heap_dbt.manifest import load_manifest, load_run_results
+from heap_dbt.manifest import load_manifest, load_run_results, misplaced_in_properties
 
 SCHEMA = "https://schemas.getdbt.com/dbt/manifest/v12.json"
 
@@ -248,3 +248,52 @@ def test_which_run_results_say_what_was_built(tmp_path: Path, which: str | None,
     path.write_text(json.dumps(doc))
     results = load_run_results(path)
     assert results is not None and results.builds is builds and results.command == which
+
+
+# --- heap blocks where heap-dbt does not read them ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "misplaced"),
+    [
+        pytest.param(lambda n: None, (), id="none"),
+        pytest.param(lambda n: n["config"]["meta"].update(heap={}), (), id="config-meta-heap-is-read"),
+        pytest.param(lambda n: n["config"].update(heap={}), ("config.heap",), id="config-heap"),
+        pytest.param(lambda n: n["config"].update(HEAP={}), ("config.HEAP",), id="config-heap-upper"),
+        pytest.param(lambda n: n["config"]["meta"].update(Heap={}), ("config.meta.Heap",), id="meta-case"),
+        pytest.param(lambda n: n["meta"].update(Heap={}), ("config.meta.Heap",), id="top-meta-case"),
+        pytest.param(
+            lambda n: n["columns"].update(id={"name": "id", "meta": {"heap": {}}}),
+            ("columns.id.meta.heap",),
+            id="column-meta",
+        ),
+        pytest.param(
+            lambda n: n["columns"].update(id={"name": "id", "config": {"meta": {"heap": {}}}}),
+            ("columns.id.meta.heap",),
+            id="column-config-meta",
+        ),
+        # the word elsewhere (a tag, a description) is no block
+        pytest.param(lambda n: n["config"].update(tags=["heap"]), (), id="a-tag"),
+    ],
+)
+def test_heap_blocks_heap_dbt_does_not_read_are_found(
+    tmp_path: Path, change: Any, misplaced: tuple[str, ...]
+) -> None:
+    n = node("a")
+    change(n)
+    manifest = load_manifest(write_manifest(tmp_path, [n]))
+    assert manifest.models["model.demo.a"].misplaced == misplaced
+
+
+def test_a_heap_key_beside_config_is_found_in_the_properties_file(tmp_path: Path) -> None:
+    """dbt drops a model's top-level `heap:` key without a word; only the YAML shows it."""
+    n = node("a") | {"patch_path": "demo://models/schema.yml"}
+    other = node("b") | {"patch_path": "demo://models/schema.yml"}
+    manifest = load_manifest(write_manifest(tmp_path, [n, other]))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "schema.yml").write_text(
+        "version: 2\nmodels:\n  - name: a\n    Heap: {object: user}\n"
+        "  - name: b\n    config: {tags: [heap]}\n"
+    )
+    found = misplaced_in_properties(tmp_path, manifest.models.values())
+    assert [(m.name, where) for m, where in found] == [("a", "models/schema.yml: models: a: Heap")]

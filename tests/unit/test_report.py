@@ -177,7 +177,7 @@ def test_summary_shows_removed_and_truncated_only_when_there_are_some() -> None:
 
 def test_summary_lists_issues_up_to_a_limit_and_counts_the_rest() -> None:
     r = result(read=5, sent=0, rejected=4, failed=1, error="Heap answered 401")
-    r.rejections.extend(RowIssue(f"k{i}", "key is empty") for i in range(4))
+    r.rejections.extend(RowIssue(f"k{i}", f"key {i} is odd") for i in range(4))
     r.failures.append(RowIssue(None, "gave up after 6 attempts"))
 
     lines = rendered(report(r), max_issues=2).splitlines()
@@ -185,10 +185,27 @@ def test_summary_lists_issues_up_to_a_limit_and_counts_the_rest() -> None:
     assert lines[0].startswith("ERR  dim_users")
     assert lines[1:6] == [
         "    error: Heap answered 401",
-        "    rejected key='k0': key is empty",
-        "    rejected key='k1': key is empty",
+        "    rejected key='k0': key 0 is odd",
+        "    rejected key='k1': key 1 is odd",
         "    ... and 2 more rejected rows",
         "    failed key=None: gave up after 6 attempts",
+    ]
+
+
+def test_rows_that_fail_for_one_cause_are_one_line_with_a_count() -> None:
+    """Heap unreachable fails every row the same way: one sentence, not one per row."""
+    r = result(read=7, sent=0, rejected=2, failed=5)
+    cause = "cannot connect to http://localhost:9: Connection refused (gave up after 6 attempts)"
+    r.failures.extend(RowIssue(f"k{i}", cause) for i in range(4))
+    r.failures.append(RowIssue("k4", "not sent: Heap refused a request with 401"))
+    r.rejections.extend(RowIssue(f"r{i}", "key is empty") for i in range(2))
+
+    lines = rendered(report(r)).splitlines()
+
+    assert lines[1:4] == [
+        "    rejected 2 rows (keys 'r0', 'r1'): key is empty",
+        f"    failed 4 rows (keys 'k0', 'k1', 'k2' and 1 more): {cause}",
+        "    failed key='k4': not sent: Heap refused a request with 401",
     ]
 
 
