@@ -189,9 +189,21 @@ class RunResults:
 
     @property
     def command(self) -> str | None:
-        """The dbt command that wrote these results (``args.which``), if recorded."""
+        """The dbt command that wrote these results, if recorded: ``args.which`` (dbt Core), else
+        the command that ``args.command`` or ``args.invocation_command`` names (dbt Fusion, whose
+        args hold only the command: ``build``, or ``dbt build -s x``)."""
         which = self.args.get("which")
-        return which if isinstance(which, str) else None
+        if isinstance(which, str) and which:
+            return which
+        for key in ("command", "invocation_command"):
+            text = self.args.get(key)
+            if isinstance(text, str):
+                words = [w for w in text.split() if not w.startswith("-")]
+                if words and words[0] in ("dbt", "dbtf"):
+                    words = words[1:]
+                if words:
+                    return words[0]
+        return None
 
     @property
     def builds(self) -> bool:
@@ -244,7 +256,8 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
     if version not in SUPPORTED_MANIFEST_VERSIONS:
         raise ManifestError(
             f"The dbt manifest at {path} has schema version {version or 'unknown'}; heap-dbt "
-            f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.11."
+            f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.12, or dbt "
+            "Fusion (dbt Core 2.0) that writes manifest v12."
         )
     models: dict[str, ModelNode] = {}
     graph: dict[str, GraphNode] = {}

@@ -134,8 +134,9 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
 FAILED = "failed in the last dbt run"
 NOT_BUILT = "not built in the last dbt run"
 _NOT_BUILT_DETAIL = {"skipped": " (dbt skipped it)", "partial success": " (only partly built)"}
-BUILT = frozenset({"success", "reused"})
-"""Model statuses whose table is current: built by the run, or reused unchanged by it."""
+BUILT = frozenset({"success", "reused", "no-op"})
+"""Model statuses whose table is current: built by the run, or reused unchanged by it
+(``reused`` in state-aware runs, ``no-op`` where dbt Fusion found nothing to do)."""
 TEST_FAILED = {"fail": "failed", "error": "errored"}
 
 

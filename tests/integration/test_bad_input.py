@@ -226,7 +226,7 @@ CASES: list[Case] = [
     case(
         "manifest-schema-version-unsupported",
         f"The dbt manifest at {MANIFEST} has schema version v99",
-        "Use dbt 1.6 to 1.11.",
+        "Use dbt 1.6 to 1.12, or dbt Fusion (dbt Core 2.0) that writes manifest v12.",
         setup=edit_manifest(lambda d: d["metadata"].update(dbt_schema_version=SCHEMA_V99)),
     ),
     case(

@@ -250,6 +250,26 @@ def test_which_run_results_say_what_was_built(tmp_path: Path, which: str | None,
     assert results is not None and results.builds is builds and results.command == which
 
 
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        pytest.param({"invocation_command": "build"}, "build", id="fusion-command-only"),
+        pytest.param({"invocation_command": "dbt build -s tag:heap"}, "build", id="fusion-command-line"),
+        pytest.param({"invocation_command": "dbtf --quiet compile"}, "compile", id="fusion-compile"),
+        pytest.param({"command": "run"}, "run", id="command"),
+        pytest.param({"which": "run", "invocation_command": "dbt compile"}, "run", id="which-wins"),
+        pytest.param({"invocation_command": ""}, None, id="empty"),
+    ],
+)
+def test_the_command_of_results_whose_args_hold_only_the_command(
+    tmp_path: Path, args: dict[str, Any], command: str | None
+) -> None:
+    path = tmp_path / "run_results.json"
+    path.write_text(json.dumps({"metadata": {"invocation_id": "i"}, "results": [], "args": args}))
+    results = load_run_results(path)
+    assert results is not None and results.command == command
+
+
 # --- heap blocks where heap-dbt does not read them ----------------------------------------------------
 
 

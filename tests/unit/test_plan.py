@@ -287,7 +287,14 @@ def test_only_models_the_run_built_are_kept_and_each_skip_has_its_reason() -> No
 
 @pytest.mark.parametrize(
     ("status", "synced"),
-    [("success", True), ("reused", True), ("error", False), ("skipped", False), ("partial success", False)],
+    [
+        ("success", True),
+        ("reused", True),
+        ("no-op", True),
+        ("error", False),
+        ("skipped", False),
+        ("partial success", False),
+    ],
 )
 def test_statuses(status: str, synced: bool) -> None:
     gate = gate_models([model("a")], manifest(), results({"a": status}), results_path=RESULTS)
