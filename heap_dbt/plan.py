@@ -6,6 +6,7 @@ collected, so that a user sees all of them at once (``ConfigError``, exit 2).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,39 @@ _MISPLACED = (
     "`config.meta.heap` (in the model's properties YAML: `config: {meta: {heap: ...}}` or "
     "`meta: {heap: ...}`; in its SQL: `{{ config(meta={'heap': ...}) }}`)."
 )
+
+
+MODEL_FILES = (".sql", ".py", ".yml", ".yaml")
+"""The model-path files whose edits dbt must parse into the manifest."""
+
+
+def newer_than_manifest(paths: ProjectPaths, manifest_path: Path) -> Path | None:
+    """The newest model or properties file under the model paths, relative to the project dir,
+    if it changed after dbt wrote ``manifest_path``; else None."""
+    try:
+        written = manifest_path.stat().st_mtime
+    except OSError:
+        return None
+    newest: tuple[float, Path] | None = None
+    for folder in paths.model_paths:
+        for root, dirs, files in os.walk(paths.project_dir / folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if not name.endswith(MODEL_FILES):
+                    continue
+                path = Path(root, name)
+                try:
+                    mtime = path.stat().st_mtime
+                except OSError:
+                    continue
+                if mtime > written and (newest is None or mtime > newest[0]):
+                    newest = (mtime, path)
+    if newest is None:
+        return None
+    try:
+        return newest[1].relative_to(paths.project_dir)
+    except ValueError:
+        return newest[1]
 
 
 def _declaring(manifest: Manifest) -> str:
@@ -250,6 +284,7 @@ def plan_syncs(
     results_path = (paths.target_path if local else manifest.path.parent) / "run_results.json"
     if run_results is None and local:
         run_results = load_run_results(results_path)
+    stale = newer_than_manifest(paths, manifest.path) if local else None
     gate = gate_models(
         models,
         manifest,
@@ -260,6 +295,12 @@ def plan_syncs(
     )
     specs = parse_specs(gate.kept, problems)
     warnings = list(gate.warnings)
+    if stale is not None:
+        warnings.insert(
+            0,
+            f"{stale} is newer than {manifest.path}, so the manifest may not hold its changes; run "
+            "`dbt parse` (or build) first.",
+        )
     if not models and not problems:
         warnings.append(nothing_selected(options, manifest))
     return Planned(paths, manifest, run_results, specs, problems, gate.skipped, warnings)

@@ -146,6 +146,8 @@ class SyncReport:
     For a dbt Cloud run: whether that run succeeded."""
     dbt_cloud: dict[str, Any] | None = None
     """The dbt Cloud run the artifacts came from: account_id, run_id, job_id, status, steps."""
+    state: str | None = None
+    """For a dry run: which sync state it diffed against, in one sentence."""
 
     @property
     def exit_code(self) -> int:
@@ -158,6 +160,7 @@ class SyncReport:
             "report_version": REPORT_VERSION,
             "dry_run": self.dry_run,
             "full_refresh": self.full_refresh,
+            **({"state": self.state} if self.state else {}),
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "success": self.exit_code == 0,
@@ -194,6 +197,8 @@ class SyncReport:
         labels = [s.model + s.meta_path.removeprefix("config.meta.heap") for s in self.syncs]
         width = max(len(label) for label in [*labels, *(m.model for m in self.skipped)])
         head = "DRY RUN: nothing was sent.\n" if self.dry_run else ""
+        if self.dry_run and self.state:
+            head += f"{self.state}\n"
         if self.dbt_cloud is not None:
             cloud = self.dbt_cloud
             job = f" of job {cloud['job_id']}" if cloud.get("job_id") is not None else ""
@@ -279,7 +284,8 @@ def spec_as_dict(spec: SyncSpec) -> dict[str, Any]:
         **({"identity": spec.identity} if spec.identity else {}),
         **({"event_name": spec.event_name} if spec.event_name else {}),
         **({"event_name_column": spec.event_name_column} if spec.event_name_column else {}),
-        **({"timestamp": spec.timestamp} if spec.timestamp else {}),
+        # an event's timestamp column, null when Heap stamps the arrival time
+        **({"timestamp": spec.timestamp} if spec.timestamp or spec.object == "event" else {}),
     }
 
 
@@ -297,7 +303,11 @@ def render_specs(specs: Sequence[SyncSpec], out: TextIO) -> None:
             if isinstance(props, dict)
             else props
         )
-        out.write(f"{row['model']:<24} {row['object']:<8} key={row['key']:<16} {shown}\n")
+        event = ""
+        if s.object == "event":
+            name = s.event_name if s.event_name else f"<{s.event_name_column}>"
+            event = f"event={name:<16} timestamp={s.timestamp or '(arrival)':<16} "
+        out.write(f"{row['model']:<24} {row['object']:<8} key={row['key']:<16} {event}{shown}\n")
     if not specs:
         out.write("No model in the manifest declares `meta.heap`.\n")
 

@@ -270,6 +270,27 @@ def test_ls_shows_each_sync_with_its_property_mapping() -> None:
     ]
 
 
+def test_ls_shows_an_event_sync_s_event_name_and_timestamp_column() -> None:
+    out = io.StringIO()
+    render_specs(
+        [
+            spec("fct_orders", "event", key="order_id", identity="email", event_name="Purchase",
+                 timestamp="ordered_at", fields={"amount": "amount"}),
+            spec("fct_clicks", "event", key="click_id", identity="email", event_name_column="kind"),
+        ],
+        out,
+    )  # fmt: skip
+
+    assert out.getvalue().splitlines() == [
+        "fct_orders               event    key=order_id         event=Purchase         timestamp=ordered_at"
+        "       amount",
+        "fct_clicks               event    key=click_id         event=<kind>           timestamp=(arrival)"
+        "        all other columns",
+    ]
+    rows = json.loads(specs_json([spec("e", "event", key="k", identity="i", event_name="E")], []))["syncs"]
+    assert (rows[0]["event_name"], rows[0]["timestamp"]) == ("E", None)
+
+
 def test_ls_of_no_sync_says_so() -> None:
     out = io.StringIO()
     render_specs([], out)
