@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -693,3 +695,48 @@ def test_a_property_name_that_looks_like_sql_is_sent_as_a_name(
     users = emulator.emulator.snapshot()["users"]["1234567890"]
     assert len(users) == 36 and {p for props in users.values() for p in props} == {name}
     assert table_rows(project) == before
+
+
+# --- one cause, one sentence ----------------------------------------------------------------------
+
+
+def failure_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("    failed")]
+
+
+def test_heap_unreachable_is_one_line_per_sync_with_its_count_and_the_url_as_given(project: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}"
+
+    proc = heap_dbt(project, "sync", "--max-attempts", "1", base_url=url, app_id="1234567890")
+
+    assert proc.returncode == 1, proc.stderr
+    lines = failure_lines(proc.stdout)
+    cause = re.escape(f"cannot connect to {url}: Connection refused (gave up after 1 attempts)")
+    assert len(lines) == 3, proc.stdout  # one per sync, not one per row
+    for line, rows in zip(lines, (36, 12, 40), strict=True):
+        assert re.fullmatch(
+            rf"    failed {rows} rows \(keys '[^']+', '[^']+', '[^']+' and {rows - 3} more\): {cause}", line
+        )
+    assert "ssl:default" not in proc.stdout + proc.stderr
+    assert "Total: read 88, sent 0, unchanged 0, rejected 0, failed 88" in proc.stdout
+
+
+def test_a_refused_app_id_is_one_line_per_cause(project: Path, emulator: RunningEmulator) -> None:
+    """Heap refuses the first request (401): that batch fails with Heap's answer, and every other
+    row is not sent, for that one reason."""
+    emulator.emulator.configure(script=[401])
+
+    proc = heap_dbt(project, "sync", "-s", "heap_users heap_accounts", base_url=emulator.url)
+
+    assert proc.returncode == 1, proc.stderr
+    lines = failure_lines(proc.stdout)
+    assert len(lines) == 2, proc.stdout
+    assert re.fullmatch(r"    failed 36 rows \(keys .+ and 33 more\): HTTP 401: scripted 401", lines[0])
+    assert re.fullmatch(
+        r"    failed 12 rows \(keys .+ and 9 more\): "
+        r"not sent: Heap refused a request with HTTP 401: scripted 401",
+        lines[1],
+    )
