@@ -105,3 +105,22 @@ def test_dbt_cloud_artifacts_of_each_dbt_sync_as_well(
     doc = report(proc)
     assert received(emulator) == (USERS, ACCOUNTS, EVENTS)
     assert doc["skipped"] == [] and doc["dbt_cloud"]["run_id"] == 100
+
+
+@pytest.mark.parametrize("shape", ["dbt-1.12", "fusion"])
+async def test_heap_dbt_serve_syncs_a_run_with_the_artifacts_of_each_dbt(
+    shape: str, project: Path, dbt_cloud: FakeDbtCloud, emulator: RunningEmulator
+) -> None:
+    from tests.integration.test_server import JOB, RUN, delivery, running_server
+
+    files = SHAPES[shape](saved(project))
+    dbt_cloud.add_run(RUN, job_id=JOB, steps=[Step("Invoke dbt with `dbt build`", files)])
+
+    async with running_server(project, emulator, dbt_cloud) as srv:
+        status, _ = await srv.post(delivery("wev_newer"))
+        await srv.idle()
+
+    assert status == 202
+    assert received(emulator) == (USERS, ACCOUNTS, EVENTS)
+    done = next(e for e in srv.logs if e.get("event_id") == "wev_newer" and e["event"] == "sync finished")
+    assert done["outcome"].startswith(f"success: sent {USERS + ACCOUNTS + EVENTS},")
