@@ -6,13 +6,11 @@ reads in a fraction of a second and fields added by newer dbt versions do no har
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import yaml
 
 from heap_dbt.errors import ManifestError
 
@@ -333,7 +331,8 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
     )
 
 
-def _is_heap(key: object) -> bool:
+def is_heap_key(key: object) -> bool:
+    """A key that names a heap block in any case (``heap``, ``Heap``, ``HEAP``)."""
     return isinstance(key, str) and key.strip().lower() == "heap"
 
 
@@ -346,11 +345,11 @@ def _misplaced(node: _Node) -> tuple[str, ...]:
     if b"heap" in config_raw.lower():
         config = _ANY.decode(config_raw)
         if isinstance(config, dict):
-            found += [f"config.{k}" for k in config if _is_heap(k)]
+            found += [f"config.{k}" for k in config if is_heap_key(k)]
             meta = config.get("meta")
             if isinstance(meta, dict):
-                found += [f"config.meta.{k}" for k in meta if _is_heap(k) and k != "heap"]
-    found += [f"config.meta.{k}" for k in node.meta if _is_heap(k) and k != "heap"]
+                found += [f"config.meta.{k}" for k in meta if is_heap_key(k) and k != "heap"]
+    found += [f"config.meta.{k}" for k in node.meta if is_heap_key(k) and k != "heap"]
     columns_raw = bytes(node.columns)
     if b"heap" in columns_raw.lower():
         columns = _ANY.decode(columns_raw)
@@ -360,41 +359,8 @@ def _misplaced(node: _Node) -> tuple[str, ...]:
             config = column.get("config")
             for meta in (column.get("meta"), config.get("meta") if isinstance(config, dict) else None):
                 if isinstance(meta, dict):
-                    found += [f"columns.{name}.meta.{k}" for k in meta if _is_heap(k)]
+                    found += [f"columns.{name}.meta.{k}" for k in meta if is_heap_key(k)]
     return tuple(dict.fromkeys(found))
-
-
-def misplaced_in_properties(project_dir: Path, models: Iterable[ModelNode]) -> list[tuple[ModelNode, str]]:
-    """The models whose properties YAML has a ``heap:`` key beside ``config`` (or another case of
-    it): dbt drops such a key without a word, so only the file shows it. Reads only the
-    properties files that hold the word, once each."""
-    found: list[tuple[ModelNode, str]] = []
-    files: dict[str, Any] = {}
-    for m in models:
-        if not m.patch_path or "://" not in m.patch_path:
-            continue
-        relative = m.patch_path.split("://", 1)[1]
-        if relative not in files:
-            files[relative] = _properties(project_dir / relative)
-        doc = files[relative]
-        entries = doc.get("models") if isinstance(doc, dict) else None
-        for entry in entries if isinstance(entries, list) else ():
-            if isinstance(entry, dict) and entry.get("name") == m.name:
-                found += [(m, f"{relative}: models: {m.name}: {k}") for k in entry if _is_heap(k)]
-    return found
-
-
-def _properties(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
-    if "heap" not in text.lower():
-        return None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return None  # dbt parsed it; a file changed since is the stale-manifest warning's concern
 
 
 def load_run_results(path: Path) -> RunResults | None:

@@ -6,7 +6,6 @@ collected, so that a user sees all of them at once (``ConfigError``, exit 2).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +19,9 @@ from heap_dbt.manifest import (
     RunResults,
     load_manifest,
     load_run_results,
-    misplaced_in_properties,
 )
 from heap_dbt.profiles import ProjectPaths, resolve_project
+from heap_dbt.project_files import misplaced_in_properties, newer_than_manifest
 from heap_dbt.report import SkippedModel
 from heap_dbt.selectors import select
 from heap_dbt.urls import check_url
@@ -101,39 +100,6 @@ _MISPLACED = (
     "`config.meta.heap` (in the model's properties YAML: `config: {meta: {heap: ...}}` or "
     "`meta: {heap: ...}`; in its SQL: `{{ config(meta={'heap': ...}) }}`)."
 )
-
-
-MODEL_FILES = (".sql", ".py", ".yml", ".yaml")
-"""The model-path files whose edits dbt must parse into the manifest."""
-
-
-def newer_than_manifest(paths: ProjectPaths, manifest_path: Path) -> Path | None:
-    """The newest model or properties file under the model paths, relative to the project dir,
-    if it changed after dbt wrote ``manifest_path``; else None."""
-    try:
-        written = manifest_path.stat().st_mtime
-    except OSError:
-        return None
-    newest: tuple[float, Path] | None = None
-    for folder in paths.model_paths:
-        for root, dirs, files in os.walk(paths.project_dir / folder):
-            dirs[:] = [d for d in dirs if not d.startswith(".")]
-            for name in files:
-                if not name.endswith(MODEL_FILES):
-                    continue
-                path = Path(root, name)
-                try:
-                    mtime = path.stat().st_mtime
-                except OSError:
-                    continue
-                if mtime > written and (newest is None or mtime > newest[0]):
-                    newest = (mtime, path)
-    if newest is None:
-        return None
-    try:
-        return newest[1].relative_to(paths.project_dir)
-    except ValueError:
-        return newest[1]
 
 
 def _declaring(manifest: Manifest) -> str:

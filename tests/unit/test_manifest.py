@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from heap_dbt.errors import ManifestError
-from heap_dbt.manifest import load_manifest, load_run_results, misplaced_in_properties
+from heap_dbt.manifest import load_manifest, load_run_results
 
 SCHEMA = "https://schemas.getdbt.com/dbt/manifest/v12.json"
 
@@ -303,17 +303,3 @@ def test_heap_blocks_heap_dbt_does_not_read_are_found(
     change(n)
     manifest = load_manifest(write_manifest(tmp_path, [n]))
     assert manifest.models["model.demo.a"].misplaced == misplaced
-
-
-def test_a_heap_key_beside_config_is_found_in_the_properties_file(tmp_path: Path) -> None:
-    """dbt drops a model's top-level `heap:` key without a word; only the YAML shows it."""
-    n = node("a") | {"patch_path": "demo://models/schema.yml"}
-    other = node("b") | {"patch_path": "demo://models/schema.yml"}
-    manifest = load_manifest(write_manifest(tmp_path, [n, other]))
-    (tmp_path / "models").mkdir()
-    (tmp_path / "models" / "schema.yml").write_text(
-        "version: 2\nmodels:\n  - name: a\n    Heap: {object: user}\n"
-        "  - name: b\n    config: {tags: [heap]}\n"
-    )
-    found = misplaced_in_properties(tmp_path, manifest.models.values())
-    assert [(m.name, where) for m, where in found] == [("a", "models/schema.yml: models: a: Heap")]
