@@ -112,3 +112,29 @@ def test_ls_shows_each_event_sync_s_event_name_and_timestamp_column(project: Pat
     assert proc.returncode == 0, proc.stderr
     (line,) = [row for row in proc.stdout.splitlines() if row.startswith("heap_purchases")]
     assert line.split()[2:5] == ["key=purchase_id", "event=Purchase", "timestamp=purchased_at"]
+
+
+def test_a_selection_typo_against_dbt_cloud_artifacts_is_a_usage_error(
+    project: Path, dbt_cloud: FakeDbtCloud, emulator: RunningEmulator
+) -> None:
+    files = {n: (project / "target" / n).read_bytes() for n in ("manifest.json", "run_results.json")}
+    dbt_cloud.add_run(100, job_id=1, steps=[Step("Invoke dbt with `dbt build`", files)])
+
+    proc = heap_dbt(
+        project,
+        "sync",
+        "--dbt-cloud-job",
+        "1",
+        "-s",
+        "customrs",
+        base_url=emulator.url,
+        **cloud_env(dbt_cloud),
+    )
+
+    assert proc.returncode == 2
+    message = one_line(proc.stderr)
+    assert (
+        "Error: Nothing in the manifest at dbt Cloud run 100/manifest.json matches this criterion" in message
+    )
+    assert "--select 'customrs'" in message and "heap_accounts, heap_purchases, heap_users" in message
+    assert emulator.emulator.snapshot()["requests"] == {}
