@@ -140,6 +140,12 @@ def run(
         changes["target_path"] = Path(str(used["target_path"]))
     if used.get("target"):
         changes["target"] = str(used["target"])
+    if not (opts.select or opts.exclude or opts.selector):
+        # Sync what dbt was asked to build: models outside dbt's selection are not "skipped",
+        # and a criterion that matches no node is the usage error it is for `heap-dbt sync`.
+        changes["select"] = _words(used.get("select"))
+        changes["exclude"] = _words(used.get("exclude"))
+        changes["selector"] = str(used["selector"]) if used.get("selector") else None
     opts = dataclasses.replace(opts, **changes)
     return run_sync(
         opts,
@@ -149,6 +155,15 @@ def run(
         run_results=dbt.results,
         dbt_success=dbt.success,
     )
+
+
+def _words(value: Any) -> list[str] | None:
+    """dbt's ``select``/``exclude`` arg (a list of criteria, or a string in old dbt), as ours."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return None
+    return [str(v) for v in value if v] or None
 
 
 async def sync_cloud_async(

@@ -71,6 +71,14 @@ def _fail(exc: BaseException, *, debug: bool) -> None:
         traceback.print_exception(exc)
     if isinstance(exc, HeapDbtError):
         typer.echo(f"Error: {exc}", err=True)
+    elif isinstance(exc, ImportError):
+        # An incomplete install (a package removed or broken beside heap-dbt), not heap-dbt's bug.
+        typer.echo(
+            f"Error: the Python module {exc.name or ''} cannot be imported ({exc}), so this "
+            f"installation of heap-dbt is incomplete; reinstall it with its extras, e.g. "
+            f'pip install --force-reinstall "heap-dbt[postgres]" (or [snowflake], [dbt]).',
+            err=True,
+        )
     else:
         typer.echo(
             f"Error: unexpected {type(exc).__name__}: {exc}. This is a bug in heap-dbt; run again "

@@ -13,10 +13,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heap_dbt import heap
 from heap_dbt.clock import Clock, SystemClock
 from heap_dbt.errors import ConfigError
 from heap_dbt.manifest import Manifest, RunResults, load_run_results
-from heap_dbt.plan import SyncOptions, base_url, plan_syncs, prepare
+from heap_dbt.plan import Prepared, SyncOptions, base_url, plan_syncs, prepare
 from heap_dbt.profiles import ProjectPaths, Target, resolve_project, resolve_target
 from heap_dbt.ratelimit import WINDOW_SECONDS, RateLimits
 from heap_dbt.report import SyncReport
@@ -101,6 +102,8 @@ async def run_sync_async(
                     problems=problems,
                 )
             state = reader.state(schema=options.state_schema, writable=not options.dry_run)
+            if options.dry_run:
+                report.state = _diffed_against(options, plan, state, state_path=state_path, target=target)
             if limits is None:
                 limits = _limits(options, clock, report)
 
@@ -125,6 +128,36 @@ async def run_sync_async(
         report.finished_at = _utc(clock)
         report.write(paths.target_path)
     return report
+
+
+def _diffed_against(
+    options: SyncOptions,
+    plan: Sequence[Prepared],
+    state: StateStore | None,
+    *,
+    state_path: Path | None,
+    target: Target,
+) -> str:
+    """The sentence a dry run prints about the state its diff read: where, or why none."""
+    where = (
+        f"the state file {state_path}"
+        if state_path is not None
+        else f"schema {options.state_schema} of target {target.name!r}"
+    )
+    unknown = [p.spec.model.name for p in plan if p.app_id == heap.NO_APP_ID]
+    if options.full_refresh:
+        return "State: --full-refresh ignores the sync state; every row counts as new."
+    if unknown and len(unknown) == len(plan):
+        return (
+            "State: no app_id, so heap-dbt cannot know what Heap holds; every row counts as new. Pass "
+            "--app-id or set HEAP_APP_ID to diff against the sync state."
+        )
+    if state is None or not state.exists:
+        return f"State: no sync state yet in {where}; every row counts as new."
+    text = f"State: diffed against the sync state in {where}."
+    if unknown:
+        text += f" Without an app_id, every row of {', '.join(sorted(set(unknown)))} counts as new."
+    return text
 
 
 def _limits(options: SyncOptions, clock: Clock, report: SyncReport) -> RateLimits:

@@ -23,6 +23,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from heap_dbt.config import SyncSpec
+from heap_dbt.report import SkippedModel
 from heap_dbt.state import StateStore, SyncName
 
 
@@ -78,3 +79,54 @@ def orphans(
         for n in state.sync_names()
         if n.model == new.model.name and n.object == new.object and (n.object, n.name) not in declared
     ]
+
+
+def unique_names(specs: list[SyncSpec], problems: list[str]) -> tuple[list[SyncSpec], list[SkippedModel]]:
+    """One sync per (app_id, object, name): a name is the identity of a sync's state and of its
+    events' keys, so two syncs may never share one.
+
+    Versions of one model that declare the same sync: the latest version syncs, the others are
+    skipped with the reason. Any other pair is a problem naming both, and how to part them.
+    """
+    by_name: dict[tuple[str, str, str], list[SyncSpec]] = {}
+    for spec in specs:
+        by_name.setdefault((spec.app_id or "", spec.object, spec.name), []).append(spec)
+    kept: list[SyncSpec] = []
+    skipped: list[SkippedModel] = []
+    for (_, obj, name), group in by_name.items():
+        if len(group) == 1:
+            kept += group
+            continue
+        versions = {s.model.name for s in group} == {group[0].model.name} and all(
+            s.model.version is not None for s in group
+        )
+        if versions:
+            latest = group[0].model.latest_version
+            chosen = next((s for s in group if str(s.model.version) == str(latest)), None) or max(
+                group, key=lambda s: _version_order(s.model.version)
+            )
+            kept.append(chosen)
+            skipped += [
+                SkippedModel(
+                    s.model.name,
+                    s.model.unique_id,
+                    f"version {s.model.version} declares the same {obj} sync {name!r} as version "
+                    f"{chosen.model.version}, which syncs it",
+                )
+                for s in group
+                if s is not chosen
+            ]
+            continue
+        where = " and ".join(f"model {s.model.name}, {s.meta_path}" for s in group[:2])
+        problems.append(
+            f"{where} both declare the {obj} sync {name!r}: they would share one state and one set of "
+            "event keys. Give each its own `name:` in its block (a sync's name must not change later)."
+        )
+    return kept, skipped
+
+
+def _version_order(version: str | int | float | None) -> tuple[int, float, str]:
+    try:
+        return (1, float(str(version)), "")
+    except ValueError:
+        return (0, 0.0, str(version))

@@ -48,6 +48,8 @@ class _Node(msgspec.Struct):
     meta: dict[str, Any] = msgspec.field(default_factory=dict)
     tags: list[str] = msgspec.field(default_factory=list)
     fqn: list[str] = msgspec.field(default_factory=list)
+    # Raw: only read for a heap block in a column's meta, where heap-dbt does not look.
+    columns: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"{}"))
     original_file_path: str = ""
     patch_path: str | None = None
     version: str | int | float | None = None
@@ -107,6 +109,10 @@ class ModelNode:
     package_name: str = ""
     version: str | int | float | None = None
     latest_version: str | int | float | None = None
+    patch_path: str | None = None
+    misplaced: tuple[str, ...] = ()
+    """Where the manifest holds a heap block that heap-dbt does not read (``config.heap``,
+    ``config.meta.Heap``, ``columns.id.meta.heap``): a configuration error, not a sync."""
 
 
 class GraphNode(msgspec.Struct, frozen=True):
@@ -182,9 +188,21 @@ class RunResults:
 
     @property
     def command(self) -> str | None:
-        """The dbt command that wrote these results (``args.which``), if recorded."""
+        """The dbt command that wrote these results, if recorded: ``args.which`` (dbt Core), else
+        the command that ``args.command`` or ``args.invocation_command`` names (dbt Fusion, whose
+        args hold only the command: ``build``, or ``dbt build -s x``)."""
         which = self.args.get("which")
-        return which if isinstance(which, str) else None
+        if isinstance(which, str) and which:
+            return which
+        for key in ("command", "invocation_command"):
+            text = self.args.get(key)
+            if isinstance(text, str):
+                words = [w for w in text.split() if not w.startswith("-")]
+                if words and words[0] in ("dbt", "dbtf"):
+                    words = words[1:]
+                if words:
+                    return words[0]
+        return None
 
     @property
     def builds(self) -> bool:
@@ -242,7 +260,8 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
     if version not in SUPPORTED_MANIFEST_VERSIONS:
         raise ManifestError(
             f"The dbt manifest at {path} has schema version {version or 'unknown'}; heap-dbt "
-            f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.11."
+            f"reads {', '.join(sorted(SUPPORTED_MANIFEST_VERSIONS))}. Use dbt 1.6 to 1.12, or dbt "
+            "Fusion (dbt Core 2.0) that writes manifest v12."
         )
     models: dict[str, ModelNode] = {}
     graph: dict[str, GraphNode] = {}
@@ -302,6 +321,8 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
                 package_name=node.package_name,
                 version=node.version,
                 latest_version=node.latest_version,
+                patch_path=node.patch_path,
+                misplaced=_misplaced(node),
             )
     return Manifest(
         path=path,
@@ -315,6 +336,38 @@ def parse_manifest(raw: bytes, *, path: Path) -> Manifest:
         selectors=doc.selectors,
         tests=tests,
     )
+
+
+def is_heap_key(key: object) -> bool:
+    """A key that names a heap block in any case (``heap``, ``Heap``, ``HEAP``)."""
+    return isinstance(key, str) and key.strip().lower() == "heap"
+
+
+def _misplaced(node: _Node) -> tuple[str, ...]:
+    """The places of ``node`` where dbt kept a heap block that heap-dbt does not read: a key
+    of the config itself, a case variant in the meta, or a column's meta. Only a node whose
+    JSON has the word is decoded."""
+    found: list[str] = []
+    config_raw = bytes(node.config)
+    if b"heap" in config_raw.lower():
+        config = _ANY.decode(config_raw)
+        if isinstance(config, dict):
+            found += [f"config.{k}" for k in config if is_heap_key(k)]
+            meta = config.get("meta")
+            if isinstance(meta, dict):
+                found += [f"config.meta.{k}" for k in meta if is_heap_key(k) and k != "heap"]
+    found += [f"config.meta.{k}" for k in node.meta if is_heap_key(k) and k != "heap"]
+    columns_raw = bytes(node.columns)
+    if b"heap" in columns_raw.lower():
+        columns = _ANY.decode(columns_raw)
+        for name, column in columns.items() if isinstance(columns, dict) else ():
+            if not isinstance(column, dict):
+                continue
+            config = column.get("config")
+            for meta in (column.get("meta"), config.get("meta") if isinstance(config, dict) else None):
+                if isinstance(meta, dict):
+                    found += [f"columns.{name}.meta.{k}" for k in meta if is_heap_key(k)]
+    return tuple(dict.fromkeys(found))
 
 
 def load_run_results(path: Path) -> RunResults | None:

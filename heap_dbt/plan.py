@@ -13,8 +13,16 @@ from pathlib import Path
 from heap_dbt import heap, sql
 from heap_dbt.config import SyncSpec, parse_specs, resolve_columns
 from heap_dbt.errors import ConfigError, MissingRelationError
-from heap_dbt.manifest import Manifest, ModelNode, RunResults, load_manifest, load_run_results
+from heap_dbt.identity import unique_names
+from heap_dbt.manifest import (
+    Manifest,
+    ModelNode,
+    RunResults,
+    load_manifest,
+    load_run_results,
+)
 from heap_dbt.profiles import ProjectPaths, resolve_project
+from heap_dbt.project_files import misplaced_in_properties, newer_than_manifest
 from heap_dbt.report import SkippedModel
 from heap_dbt.selectors import select
 from heap_dbt.urls import check_url
@@ -62,67 +70,56 @@ class SyncOptions:
 
 def _selected(
     options: SyncOptions, *, manifest: Manifest | None = None
-) -> tuple[ProjectPaths, Manifest, list[ModelNode]]:
-    """The paths, the manifest (the one given, else target/manifest.json), and its selected
-    models with a ``heap`` block, in a stable order."""
+) -> tuple[ProjectPaths, Manifest, list[ModelNode], list[str]]:
+    """The paths, the manifest (the one given, else target/manifest.json), its selected
+    models with a ``heap`` block, in a stable order, and the selected models' heap blocks in
+    places heap-dbt does not read (problems)."""
     paths = resolve_project(project_dir=options.project_dir, target_path=options.target_path, env=options.env)
+    local = manifest is None
     if manifest is None:
         manifest = load_manifest(paths.target_path / "manifest.json")
     selection = select(manifest, select=options.select, exclude=options.exclude, selector=options.selector)
+    if selection.unmatched:
+        raise ConfigError(
+            f"Nothing in the manifest at {manifest.path} matches "
+            f"{'these criteria' if len(selection.unmatched) > 1 else 'this criterion'}; check the "
+            f"spelling, or run `dbt parse` if the model is new. {_declaring(manifest)}",
+            problems=list(selection.unmatched),
+        )
     chosen = selection.models
     models = sorted((m for m in manifest.heap_models() if m.unique_id in chosen), key=lambda m: m.unique_id)
-    return paths, manifest, models
+    selected = sorted((manifest.models[uid] for uid in chosen), key=lambda m: m.unique_id)
+    places = [(m, where) for m in selected for where in m.misplaced]
+    if local:  # dbt Cloud's artifacts come without the project's files
+        places += misplaced_in_properties(paths.project_dir, selected)
+    problems = [f"model {m.name}, {where}: {_MISPLACED}" for m, where in places]
+    return paths, manifest, models, problems
 
 
-def unique_names(specs: list[SyncSpec], problems: list[str]) -> tuple[list[SyncSpec], list[SkippedModel]]:
-    """One sync per (app_id, object, name): a name is the identity of a sync's state and of its
-    events' keys, so two syncs may never share one.
-
-    Versions of one model that declare the same sync: the latest version syncs, the others are
-    skipped with the reason. Any other pair is a problem naming both, and how to part them.
-    """
-    by_name: dict[tuple[str, str, str], list[SyncSpec]] = {}
-    for spec in specs:
-        by_name.setdefault((spec.app_id or "", spec.object, spec.name), []).append(spec)
-    kept: list[SyncSpec] = []
-    skipped: list[SkippedModel] = []
-    for (_, obj, name), group in by_name.items():
-        if len(group) == 1:
-            kept += group
-            continue
-        versions = {s.model.name for s in group} == {group[0].model.name} and all(
-            s.model.version is not None for s in group
-        )
-        if versions:
-            latest = group[0].model.latest_version
-            chosen = next((s for s in group if str(s.model.version) == str(latest)), None) or max(
-                group, key=lambda s: _version_order(s.model.version)
-            )
-            kept.append(chosen)
-            skipped += [
-                SkippedModel(
-                    s.model.name,
-                    s.model.unique_id,
-                    f"version {s.model.version} declares the same {obj} sync {name!r} as version "
-                    f"{chosen.model.version}, which syncs it",
-                )
-                for s in group
-                if s is not chosen
-            ]
-            continue
-        where = " and ".join(f"model {s.model.name}, {s.meta_path}" for s in group[:2])
-        problems.append(
-            f"{where} both declare the {obj} sync {name!r}: they would share one state and one set of "
-            "event keys. Give each its own `name:` in its block (a sync's name must not change later)."
-        )
-    return kept, skipped
+_MISPLACED = (
+    "heap-dbt does not read a heap block here, so this model syncs nothing; move the block to "
+    "`config.meta.heap` (in the model's properties YAML: `config: {meta: {heap: ...}}` or "
+    "`meta: {heap: ...}`; in its SQL: `{{ config(meta={'heap': ...}) }}`)."
+)
 
 
-def _version_order(version: str | int | float | None) -> tuple[int, float, str]:
-    try:
-        return (1, float(str(version)), "")
-    except ValueError:
-        return (0, 0.0, str(version))
+def _declaring(manifest: Manifest) -> str:
+    """The models that declare a sync, for a message about a selection that found none."""
+    names = sorted({m.name for m in manifest.heap_models()})
+    if not names:
+        return "No model of the manifest declares `config.meta.heap`."
+    return f"The models that declare a Heap sync: {', '.join(names)}."
+
+
+def nothing_selected(options: SyncOptions, manifest: Manifest) -> str:
+    """Why a selection that matched nodes has nothing to sync: none of them declares a sync."""
+    given = [f"--selector {options.selector}"] if options.selector else []
+    if options.select:
+        given.append(f"--select {' '.join(options.select)}")
+    if options.exclude:
+        given.append(f"--exclude {' '.join(options.exclude)}")
+    which = f"the selection ({', '.join(given)})" if given else "the selection"
+    return f"No model in {which} declares `config.meta.heap`, so nothing is synced. {_declaring(manifest)}"
 
 
 def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncSpec], list[str]]:
@@ -130,8 +127,7 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
 
     Returns the paths, the manifest, the specs that parsed, and every problem found.
     """
-    paths, manifest, models = _selected(options)
-    problems: list[str] = []
+    paths, manifest, models, problems = _selected(options)
     specs, _ = unique_names(parse_specs(models, problems), problems)
     return paths, manifest, specs, problems
 
@@ -139,8 +135,9 @@ def plan_specs(options: SyncOptions) -> tuple[ProjectPaths, Manifest, list[SyncS
 FAILED = "failed in the last dbt run"
 NOT_BUILT = "not built in the last dbt run"
 _NOT_BUILT_DETAIL = {"skipped": " (dbt skipped it)", "partial success": " (only partly built)"}
-BUILT = frozenset({"success", "reused"})
-"""Model statuses whose table is current: built by the run, or reused unchanged by it."""
+BUILT = frozenset({"success", "reused", "no-op"})
+"""Model statuses whose table is current: built by the run, or reused unchanged by it
+(``reused`` in state-aware runs, ``no-op`` where dbt Fusion found nothing to do)."""
 TEST_FAILED = {"fail": "failed", "error": "errored"}
 
 
@@ -250,10 +247,11 @@ def plan_syncs(
     anything in the local target path.
     """
     local = manifest is None
-    paths, manifest, models = _selected(options, manifest=manifest)
+    paths, manifest, models, problems = _selected(options, manifest=manifest)
     results_path = (paths.target_path if local else manifest.path.parent) / "run_results.json"
     if run_results is None and local:
         run_results = load_run_results(results_path)
+    stale = newer_than_manifest(paths, manifest.path) if local else None
     gate = gate_models(
         models,
         manifest,
@@ -262,9 +260,17 @@ def plan_syncs(
         all_models=options.all_models,
         require_tests=options.require_tests,
     )
-    problems: list[str] = []
     specs, versions = unique_names(parse_specs(gate.kept, problems), problems)
-    return Planned(paths, manifest, run_results, specs, problems, gate.skipped + versions, gate.warnings)
+    warnings = list(gate.warnings)
+    if stale is not None:
+        warnings.insert(
+            0,
+            f"{stale} is newer than {manifest.path}, so the manifest may not hold its changes; run "
+            "`dbt parse` (or build) first.",
+        )
+    if not models and not problems:
+        warnings.append(nothing_selected(options, manifest))
+    return Planned(paths, manifest, run_results, specs, problems, gate.skipped + versions, warnings)
 
 
 def resolve_app_id(spec: SyncSpec, options: SyncOptions) -> str | None:

@@ -29,6 +29,8 @@ class ProjectPaths:
     project_dir: Path
     target_path: Path
     profile_name: str | None
+    model_paths: tuple[str, ...] = ("models",)
+    """dbt_project.yml's ``model-paths``, relative to the project dir."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,9 @@ def resolve_project(
     if not tpath.is_absolute():
         tpath = pdir / tpath
     profile = env.get("DBT_PROFILE") or project.get("profile")
-    return ProjectPaths(project_dir=pdir, target_path=tpath, profile_name=profile)
+    models = project.get("model-paths")
+    model_paths = tuple(m for m in models if isinstance(m, str)) if isinstance(models, list) else ("models",)
+    return ProjectPaths(project_dir=pdir, target_path=tpath, profile_name=profile, model_paths=model_paths)
 
 
 def _env_var(env: Mapping[str, str]) -> Any:

@@ -159,6 +159,8 @@ class SyncReport:
     For a dbt Cloud run: whether that run succeeded."""
     dbt_cloud: dict[str, Any] | None = None
     """The dbt Cloud run the artifacts came from: account_id, run_id, job_id, status, steps."""
+    state: str | None = None
+    """For a dry run: which sync state it diffed against, in one sentence."""
 
     @property
     def exit_code(self) -> int:
@@ -171,6 +173,7 @@ class SyncReport:
             "report_version": REPORT_VERSION,
             "dry_run": self.dry_run,
             "full_refresh": self.full_refresh,
+            **({"state": self.state} if self.state else {}),
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
             "success": self.exit_code == 0,
@@ -204,6 +207,8 @@ class SyncReport:
         labels = [s.model + s.meta_path.removeprefix("config.meta.heap") for s in self.syncs]
         width = max(len(label) for label in [*labels, *(m.model for m in self.skipped)])
         head = "DRY RUN: nothing was sent.\n" if self.dry_run else ""
+        if self.dry_run and self.state:
+            head += f"{self.state}\n"
         if self.dbt_cloud is not None:
             cloud = self.dbt_cloud
             job = f" of job {cloud['job_id']}" if cloud.get("job_id") is not None else ""
@@ -231,10 +236,7 @@ class SyncReport:
             if s.error:
                 out.write(f"    error: {s.error}\n")
             for kind, issues in (("rejected", s.rejections), ("failed", s.failures)):
-                for issue in issues[:max_issues]:
-                    out.write(f"    {kind} key={issue.key!r}: {issue.reason}\n")
-                if len(issues) > max_issues:
-                    out.write(f"    ... and {len(issues) - max_issues:,} more {kind} rows\n")
+                _render_issues(out, kind, issues, max_issues)
             for record in s.sample:
                 out.write(f"    sample: {msgspec.json.encode(record).decode()}\n")
         for m in self.skipped:
@@ -253,6 +255,29 @@ class SyncReport:
             + (f"; skipped models {len(self.skipped):,}" if self.skipped else "")
             + ".\n"
         )
+
+
+SHOWN_KEYS = 3
+"""Keys shown on the line of a reason that many rows share."""
+
+
+def _render_issues(out: TextIO, kind: str, issues: Sequence[RowIssue], max_lines: int) -> None:
+    """One line per reason, with its count and first keys when rows share it (Heap unreachable
+    fails every row the same way), in the order the reasons first came; at most ``max_lines``."""
+    by_reason: dict[str, list[str | None]] = {}
+    for issue in issues:
+        by_reason.setdefault(issue.reason, []).append(issue.key)
+    shown = 0
+    for reason, keys in list(by_reason.items())[:max_lines]:
+        shown += len(keys)
+        if len(keys) == 1:
+            out.write(f"    {kind} key={keys[0]!r}: {reason}\n")
+            continue
+        first = ", ".join(repr(k) for k in keys[:SHOWN_KEYS])
+        more = f" and {len(keys) - SHOWN_KEYS:,} more" if len(keys) > SHOWN_KEYS else ""
+        out.write(f"    {kind} {len(keys):,} rows (keys {first}{more}): {reason}\n")
+    if len(issues) > shown:
+        out.write(f"    ... and {len(issues) - shown:,} more {kind} rows\n")
 
 
 def take_sample(records: pa.Array, app_id: str, obj: str) -> list[Any]:
@@ -279,7 +304,8 @@ def spec_as_dict(spec: SyncSpec) -> dict[str, Any]:
         **({"identity": spec.identity} if spec.identity else {}),
         **({"event_name": spec.event_name} if spec.event_name else {}),
         **({"event_name_column": spec.event_name_column} if spec.event_name_column else {}),
-        **({"timestamp": spec.timestamp} if spec.timestamp else {}),
+        # an event's timestamp column, null when Heap stamps the arrival time
+        **({"timestamp": spec.timestamp} if spec.timestamp or spec.object == "event" else {}),
     }
 
 
@@ -297,7 +323,13 @@ def render_specs(specs: Sequence[SyncSpec], out: TextIO) -> None:
             if isinstance(props, dict)
             else props
         )
-        out.write(f"{row['model']:<24} {row['object']:<8} {row['name']!r:<22} key={row['key']:<16} {shown}\n")
+        event = ""
+        if s.object == "event":
+            name = s.event_name if s.event_name else f"<{s.event_name_column}>"
+            event = f"event={name:<16} timestamp={s.timestamp or '(arrival)':<16} "
+        out.write(
+            f"{row['model']:<24} {row['object']:<8} {row['name']!r:<22} key={row['key']:<16} {event}{shown}\n"
+        )
     if not specs:
         out.write("No model in the manifest declares `meta.heap`.\n")
 

@@ -543,9 +543,13 @@ def _walk(start: set[str], graph: Mapping[str, list[str]], depth: int | None) ->
     return reached
 
 
-def _evaluate(manifest: Manifest, spec: Spec) -> set[str]:
+def _evaluate(manifest: Manifest, spec: Spec, empty: set[Criterion] | None = None) -> set[str]:
+    """The nodes ``spec`` selects; each criterion whose method and value match no node at all
+    goes into ``empty`` (a typo, or a model the manifest does not have yet)."""
     if isinstance(spec, Criterion):
         selected = _search(manifest, spec)
+        if not selected and empty is not None:
+            empty.add(spec)
         extra: set[str] = set()
         if spec.childrens_parents:
             down = _walk(selected, manifest.child_map, None) | selected
@@ -556,7 +560,7 @@ def _evaluate(manifest: Manifest, spec: Spec) -> set[str]:
             extra |= _walk(selected, manifest.child_map, spec.children_depth)
         # the maps may name nodes that are not in the graph (disabled ones)
         return (selected | extra) & manifest.nodes.keys()
-    sets = [_evaluate(manifest, part) for part in spec.parts]
+    sets = [_evaluate(manifest, part, empty) for part in spec.parts]
     if not sets:
         return set()
     if spec.op == "union":
@@ -572,6 +576,17 @@ class Selection:
 
     models: frozenset[str]
     default_selector: str | None = None
+    unmatched: tuple[str, ...] = ()
+    """Each criterion that matches no node of the manifest, with where it was given
+    (``--select 'customrs'``): dbt selects nothing for it, which is almost always a typo."""
+
+
+def _criteria(spec: Spec) -> Iterable[Criterion]:
+    if isinstance(spec, Criterion):
+        yield spec
+    else:
+        for part in spec.parts:
+            yield from _criteria(part)
 
 
 def select(
@@ -594,11 +609,24 @@ def select(
         )
     used_default: str | None = None
     spec: Spec
+    # where each part of the spec was given, for naming a criterion that matches nothing
+    origins: list[tuple[str, Spec]]
     if selector is not None:
         spec = named_selector(manifest, selector)
+        origins = [(f"--selector {selector}", spec)]
     elif not select and not exclude and (used_default := default_selector(manifest)):
         spec = named_selector(manifest, used_default)
+        origins = [(f"the default selector {used_default}", spec)]
     else:
         spec = parse_cli(select, exclude)
-    chosen = _evaluate(manifest, spec) & manifest.models.keys()
-    return Selection(frozenset(chosen), used_default)
+        assert isinstance(spec, SetOp)
+        origins = [("--select", spec.parts[0]), ("--exclude", spec.parts[1])]
+    empty: set[Criterion] = set()
+    chosen = _evaluate(manifest, spec, empty) & manifest.models.keys()
+    unmatched = dict.fromkeys(
+        f"{where} {c.raw!r}"
+        for where, part in origins
+        for c in _criteria(part)
+        if c in empty and c is not EVERYTHING
+    )
+    return Selection(frozenset(chosen), used_default, tuple(unmatched))

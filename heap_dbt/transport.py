@@ -7,6 +7,8 @@ send (an unchanged model) never pays the 0.2 s that takes.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -80,5 +82,19 @@ class AiohttpTransport:
                 f"the TLS certificate of {self._base_url} could not be verified ({exc.certificate_error}); "
                 "check HEAP_BASE_URL, or install the CA that signed the server's certificate"
             ) from exc
+        except aiohttp.ClientConnectorError as exc:
+            # aiohttp's own text names its connection key (``host:port ssl:default``), not the URL.
+            raise RetriableAPIError(f"cannot connect to {self._base_url}: {_why(exc.os_error)}") from exc
         except aiohttp.ClientError as exc:
             raise RetriableAPIError(f"connection error: {type(exc).__name__}: {exc}") from exc
+
+
+def _why(error: OSError) -> str:
+    """An OS error as its system message ("Connection refused"), without the addresses tried."""
+    if error.errno is not None and error.errno > 0:
+        return os.strerror(error.errno)
+    # asyncio's "Multiple exceptions: [Errno 111] ..., [Errno 111] ..." (IPv6 and IPv4 both refused)
+    numbers = set(re.findall(r"\[Errno (\d+)\]", str(error)))
+    if len(numbers) == 1:
+        return os.strerror(int(numbers.pop()))
+    return error.strerror or str(error) or type(error).__name__

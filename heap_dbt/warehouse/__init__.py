@@ -231,6 +231,29 @@ def hash_sum(hashes: pa.Array | pa.ChunkedArray) -> int:
     return int(high) * (1 << 32) + int(low)
 
 
+DRIVERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "postgres": ("postgres", ("adbc_driver_manager", "adbc_driver_postgresql.dbapi")),
+    "snowflake": ("snowflake", ("snowflake.connector",)),
+}
+"""Per warehouse type: heap-dbt's extra that installs its driver, and the driver's modules."""
+
+
+def _require_driver(target: Target) -> None:
+    """Import the driver of ``target``'s warehouse, or say which extra installs it."""
+    import importlib
+
+    extra, modules = DRIVERS.get(target.type, ("", ()))
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(
+                f"Target {target.name!r} is a {target.type} warehouse, and its driver is not installed "
+                f"({exc.name or module} cannot be imported). Install it beside heap-dbt with: "
+                f'pip install "heap-dbt[{extra}]"'
+            ) from exc
+
+
 def open_reader(
     target: Target,
     *,
@@ -244,6 +267,7 @@ def open_reader(
     ``writable`` lets heap-dbt write its state: into the warehouse itself, or, with
     ``state_path``, into that local DuckDB file while the warehouse stays read-only.
     """
+    _require_driver(target)
     if target.type == "duckdb":
         from heap_dbt.warehouse.duckdb import DuckDBReader
 

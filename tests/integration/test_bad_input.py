@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -48,6 +50,8 @@ class Case:
     not_says: tuple[str, ...] = ()
     tables_untouched: bool = False
     """Count the rows of every warehouse table before and after: nothing may change."""
+    command: str = "sync"
+    """The heap-dbt command; ``args`` follow it."""
 
 
 # --- setup steps ---------------------------------------------------------------------------------
@@ -147,6 +151,22 @@ def model_failed(*, invocation: str | None) -> Callable[[dict[str, Any]], None]:
     return change
 
 
+def without_module(module: str) -> Setup:
+    """Shadow ``module`` (on PYTHONPATH={project}/shadow) with one whose import fails, as when
+    the extra that installs it is missing."""
+
+    def setup(project: Path, _: contextlib.ExitStack) -> None:
+        folder = project / "shadow" / Path(*module.split("."))
+        folder.mkdir(parents=True)
+        for parent in list(folder.relative_to(project / "shadow").parents)[:-1]:
+            (project / "shadow" / parent / "__init__.py").write_text("")
+        (folder / "__init__.py").write_text(
+            f"raise ModuleNotFoundError({'No module named ' + repr(module)!r}, name={module!r})\n"
+        )
+
+    return setup
+
+
 HOLD_LOCK = (
     "import duckdb, sys; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); sys.stdin.read()"
 )
@@ -179,6 +199,13 @@ SCHEMA_V99 = "https://schemas.getdbt.com/dbt/manifest/v99.json"
 WAREHOUSE = "{project}/heap_demo.duckdb"
 
 
+SYNCS_DECLARED = "The models that declare a Heap sync: heap_accounts, heap_purchases, heap_users."
+MISPLACED = (
+    "heap-dbt does not read a heap block here, so this model syncs nothing; move the block to "
+    "`config.meta.heap`"
+)
+
+
 def case(id: str, *says: str, setup: Setup | tuple[Setup, ...] = (), **options: Any) -> Case:
     """One entry of the catalogue: its id, the fragments its message holds, how to provoke it."""
     return Case(id, says, setup=setup if isinstance(setup, tuple) else (setup,), **options)
@@ -201,7 +228,7 @@ CASES: list[Case] = [
     case(
         "manifest-schema-version-unsupported",
         f"The dbt manifest at {MANIFEST} has schema version v99",
-        "Use dbt 1.6 to 1.11.",
+        "Use dbt 1.6 to 1.12, or dbt Fusion (dbt Core 2.0) that writes manifest v12.",
         setup=edit_manifest(lambda d: d["metadata"].update(dbt_schema_version=SCHEMA_V99)),
     ),
     case(
@@ -281,6 +308,24 @@ CASES: list[Case] = [
         "run `dbt run` (or `dbt build`) for heap_accounts first.",
         setup=warehouse_sql('DROP TABLE "main"."heap_accounts"'),
     ),
+    # a warehouse driver that is not installed (its heap-dbt extra is missing)
+    case(
+        "postgres-driver-missing",
+        "Target 'postgres' is a postgres warehouse, and its driver is not installed "
+        "(adbc_driver_postgresql cannot be imported).",
+        'Install it beside heap-dbt with: pip install "heap-dbt[postgres]"',
+        setup=without_module("adbc_driver_postgresql"),
+        args=("--target", "postgres"),
+        env={"PYTHONPATH": "{project}/shadow"},
+    ),
+    case(
+        "snowflake-driver-missing",
+        "Target 'snowflake' is a snowflake warehouse, and its driver is not installed",
+        'pip install "heap-dbt[snowflake]"',
+        setup=without_module("snowflake.connector"),
+        args=("--target", "snowflake"),
+        env={"PYTHONPATH": "{project}/shadow"},
+    ),
     # flags and environment
     case(
         "base-url-plain-http",
@@ -356,6 +401,75 @@ CASES: list[Case] = [
         "--memory-limit (or HEAP_DBT_MEMORY_LIMIT) '64' is not a memory size DuckDB reads",
         "write it like 256MB or 1GB.",
         env={"HEAP_DBT_MEMORY_LIMIT": "64"},
+    ),
+    # a selection that matches nothing: a typo, never a silent "nothing to sync"
+    *(
+        case(
+            f"{flag.strip('-')}-matches-no-node-in-{command}",
+            f"Nothing in the manifest at {MANIFEST} matches this criterion; check the spelling",
+            f"{flag} 'customrs'",
+            SYNCS_DECLARED,
+            args=(*before, flag, "customrs"),
+            command=command,
+        )
+        for command, before in (("sync", ()), ("ls", ()), ("exposures", ()), ("run", ("run",)))
+        for flag in ("--select", "--exclude")
+        if not (command == "run" and flag == "--exclude")
+    ),
+    case(
+        "select-criterion-in-a-word-matches-no-node",
+        "--select 'tag:haep'",
+        SYNCS_DECLARED,
+        args=("-s", "heap_users tag:haep,path:models"),
+        not_says=("'heap_users'", "'path:models'"),
+    ),
+    case(
+        "selector-criterion-matches-no-node",
+        "--selector nightly 'tag:nighly'",
+        SYNCS_DECLARED,
+        setup=edit_manifest(
+            lambda d: d["selectors"].update(
+                nightly={"name": "nightly", "definition": {"union": ["tag:heap", "tag:nighly"]}}
+            )
+        ),
+        args=("--selector", "nightly"),
+    ),
+    case(
+        "default-selector-criterion-matches-no-node",
+        "the default selector nightly 'customrs'",
+        setup=edit_manifest(
+            lambda d: d["selectors"].update(
+                nightly={"name": "nightly", "definition": "customrs", "default": True}
+            )
+        ),
+    ),
+    # a heap block where dbt keeps it but heap-dbt does not read it
+    case(
+        "heap-block-under-config",
+        f"model stg_orders, config.heap: {MISPLACED}",
+        setup=edit_node("stg_orders", config={"heap": {"object": "event", "key": "order_id"}}),
+    ),
+    case(
+        "heap-block-with-another-case",
+        f"model stg_orders, config.meta.Heap: {MISPLACED}",
+        setup=edit_node("stg_orders", config={"meta": {"Heap": {"object": "user", "key": "email"}}}),
+    ),
+    case(
+        "heap-block-in-a-column-meta",
+        f"model stg_users, columns.email.meta.heap: {MISPLACED}",
+        setup=edit_manifest(
+            lambda d: node(d, "stg_users")["columns"]["email"]["meta"].update(heap={"object": "user"})
+        ),
+    ),
+    case(
+        "heap-block-beside-config-in-the-yaml",
+        f"model heap_users, models/marts/schema.yml: models: heap_users: heap: {MISPLACED}",
+        setup=edit_file(
+            "models/marts/schema.yml",
+            lambda t: t.replace(
+                "  - name: heap_users\n", "  - name: heap_users\n    heap: {object: user}\n", 1
+            ),
+        ),
     ),
     # config.meta.heap, as the manifest alone tells
     case(
@@ -550,7 +664,7 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_sent(
         env = {k: fill(v) for k, v in case.env.items()}
         proc = heap_dbt(
             project,
-            "sync",
+            case.command,
             *(fill(a) for a in case.args),
             base_url=emulator.url if case.to_emulator else None,
             app_id=None if not case.app_id else "1234567890",
@@ -564,6 +678,7 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_sent(
     for fragment in case.not_says:
         assert fill(fragment) not in message
     assert "Traceback" not in proc.stderr
+    assert "a bug in heap-dbt" not in proc.stderr  # a user's mistake is not heap-dbt's bug
     assert emulator.emulator.snapshot()["requests"] == {}
     if case.exit_code == 2:
         assert proc.stdout == ""
@@ -586,3 +701,48 @@ def test_a_property_name_that_looks_like_sql_is_sent_as_a_name(
     users = emulator.emulator.snapshot()["users"]["1234567890"]
     assert len(users) == 36 and {p for props in users.values() for p in props} == {name}
     assert table_rows(project) == before
+
+
+# --- one cause, one sentence ----------------------------------------------------------------------
+
+
+def failure_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("    failed")]
+
+
+def test_heap_unreachable_is_one_line_per_sync_with_its_count_and_the_url_as_given(project: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}"
+
+    proc = heap_dbt(project, "sync", "--max-attempts", "1", base_url=url, app_id="1234567890")
+
+    assert proc.returncode == 1, proc.stderr
+    lines = failure_lines(proc.stdout)
+    cause = re.escape(f"cannot connect to {url}: Connection refused (gave up after 1 attempts)")
+    assert len(lines) == 3, proc.stdout  # one per sync, not one per row
+    for line, rows in zip(lines, (36, 12, 40), strict=True):
+        assert re.fullmatch(
+            rf"    failed {rows} rows \(keys '[^']+', '[^']+', '[^']+' and {rows - 3} more\): {cause}", line
+        )
+    assert "ssl:default" not in proc.stdout + proc.stderr
+    assert "Total: read 88, sent 0, unchanged 0, rejected 0, failed 88" in proc.stdout
+
+
+def test_a_refused_app_id_is_one_line_per_cause(project: Path, emulator: RunningEmulator) -> None:
+    """Heap refuses the first request (401): that batch fails with Heap's answer, and every other
+    row is not sent, for that one reason."""
+    emulator.emulator.configure(script=[401])
+
+    proc = heap_dbt(project, "sync", "-s", "heap_users heap_accounts", base_url=emulator.url)
+
+    assert proc.returncode == 1, proc.stderr
+    lines = failure_lines(proc.stdout)
+    assert len(lines) == 2, proc.stdout
+    assert re.fullmatch(r"    failed 36 rows \(keys .+ and 33 more\): HTTP 401: scripted 401", lines[0])
+    assert re.fullmatch(
+        r"    failed 12 rows \(keys .+ and 9 more\): "
+        r"not sent: Heap refused a request with HTTP 401: scripted 401",
+        lines[1],
+    )

@@ -224,6 +224,7 @@ def test_run_with_json_keeps_dbt_off_stdout_and_exits_0(project: Path, emulator:
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)  # dbt's log went to stderr
     assert synced(doc) == ["heap_accounts"] and doc["dbt_success"] is True
+    assert doc["skipped"] == []  # the models dbt was not asked to build are not "skipped"
     assert len(emulator.emulator.snapshot()["accounts"][APP_ID]) == 12
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from heap_dbt.emulator import RunningEmulator
+from heap_dbt.errors import ConfigError
 from heap_dbt.manifest import load_manifest
 from heap_dbt.plan import SyncOptions, plan_specs
 from heap_dbt.selectors import select
@@ -169,6 +170,11 @@ def test_heap_dbt_selects_what_dbt_ls_lists(
     options = SyncOptions(
         project_dir=project, select=sel, exclude=exclude, selector=selector, env=clean_env()
     )
+    if chosen.unmatched:  # dbt selects nothing for a criterion; heap-dbt calls it the usage error it is
+        with pytest.raises(ConfigError, match="check the spelling") as info:
+            plan_specs(options)
+        assert all(u in str(info.value) for u in chosen.unmatched)
+        return
     _, _, specs, problems = plan_specs(options)
     heap_models = {m.name for m in manifest.heap_models()}
     assert problems == []

@@ -186,6 +186,21 @@ def test_an_unexpected_error_says_it_is_a_bug_and_debug_shows_the_traceback(
     assert "Traceback" in debug.stderr and debug.stderr.endswith(plain.stderr)
 
 
+def test_a_module_that_cannot_be_imported_is_an_install_problem_not_a_bug(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ModuleNotFoundError("No module named 'pyarrow'", name="pyarrow")
+
+    monkeypatch.setattr("heap_dbt.engine.run_sync", broken)
+
+    result = run("sync", "--project-dir", str(project), "--dry-run")
+
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: the Python module pyarrow cannot be imported")
+    assert "reinstall it" in result.stderr and "bug" not in result.stderr
+
+
 # --- the progress bar -----------------------------------------------------------------------------
 
 

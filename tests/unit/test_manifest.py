@@ -279,3 +279,58 @@ def test_manifests_decode_concurrently_on_threads(tmp_path: Path) -> None:
         manifests = list(pool.map(lambda _: load_manifest(path), range(64)))
     assert {tuple(sorted(m.models)) for m in manifests} == {tuple(sorted(manifests[0].models))}
     assert len(manifests[0].models) == 50
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        pytest.param({"invocation_command": "build"}, "build", id="fusion-command-only"),
+        pytest.param({"invocation_command": "dbt build -s tag:heap"}, "build", id="fusion-command-line"),
+        pytest.param({"invocation_command": "dbtf --quiet compile"}, "compile", id="fusion-compile"),
+        pytest.param({"command": "run"}, "run", id="command"),
+        pytest.param({"which": "run", "invocation_command": "dbt compile"}, "run", id="which-wins"),
+        pytest.param({"invocation_command": ""}, None, id="empty"),
+    ],
+)
+def test_the_command_of_results_whose_args_hold_only_the_command(
+    tmp_path: Path, args: dict[str, Any], command: str | None
+) -> None:
+    path = tmp_path / "run_results.json"
+    path.write_text(json.dumps({"metadata": {"invocation_id": "i"}, "results": [], "args": args}))
+    results = load_run_results(path)
+    assert results is not None and results.command == command
+
+
+# --- heap blocks where heap-dbt does not read them ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "misplaced"),
+    [
+        pytest.param(lambda n: None, (), id="none"),
+        pytest.param(lambda n: n["config"]["meta"].update(heap={}), (), id="config-meta-heap-is-read"),
+        pytest.param(lambda n: n["config"].update(heap={}), ("config.heap",), id="config-heap"),
+        pytest.param(lambda n: n["config"].update(HEAP={}), ("config.HEAP",), id="config-heap-upper"),
+        pytest.param(lambda n: n["config"]["meta"].update(Heap={}), ("config.meta.Heap",), id="meta-case"),
+        pytest.param(lambda n: n["meta"].update(Heap={}), ("config.meta.Heap",), id="top-meta-case"),
+        pytest.param(
+            lambda n: n["columns"].update(id={"name": "id", "meta": {"heap": {}}}),
+            ("columns.id.meta.heap",),
+            id="column-meta",
+        ),
+        pytest.param(
+            lambda n: n["columns"].update(id={"name": "id", "config": {"meta": {"heap": {}}}}),
+            ("columns.id.meta.heap",),
+            id="column-config-meta",
+        ),
+        # the word elsewhere (a tag, a description) is no block
+        pytest.param(lambda n: n["config"].update(tags=["heap"]), (), id="a-tag"),
+    ],
+)
+def test_heap_blocks_heap_dbt_does_not_read_are_found(
+    tmp_path: Path, change: Any, misplaced: tuple[str, ...]
+) -> None:
+    n = node("a")
+    change(n)
+    manifest = load_manifest(write_manifest(tmp_path, [n]))
+    assert manifest.models["model.demo.a"].misplaced == misplaced

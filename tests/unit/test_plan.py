@@ -13,6 +13,7 @@ import pytest
 from heap_dbt import heap
 from heap_dbt.config import SyncSpec, parse_specs
 from heap_dbt.errors import ConfigError
+from heap_dbt.identity import unique_names
 from heap_dbt.manifest import DataTest, Manifest, ModelNode, RunResults
 from heap_dbt.plan import (
     Gate,
@@ -22,7 +23,6 @@ from heap_dbt.plan import (
     plan_specs,
     prepare,
     resolve_app_id,
-    unique_names,
 )
 from heap_dbt.report import SkippedModel
 from heap_dbt.warehouse.duckdb import DuckDBReader
@@ -296,7 +296,14 @@ def test_only_models_the_run_built_are_kept_and_each_skip_has_its_reason() -> No
 
 @pytest.mark.parametrize(
     ("status", "synced"),
-    [("success", True), ("reused", True), ("error", False), ("skipped", False), ("partial success", False)],
+    [
+        ("success", True),
+        ("reused", True),
+        ("no-op", True),
+        ("error", False),
+        ("skipped", False),
+        ("partial success", False),
+    ],
 )
 def test_statuses(status: str, synced: bool) -> None:
     gate = gate_models([model("a")], manifest(), results({"a": status}), results_path=RESULTS)

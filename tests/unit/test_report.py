@@ -190,7 +190,7 @@ def test_summary_shows_nulls_kept_and_says_how_to_clear_them_only_when_there_are
 
 def test_summary_lists_issues_up_to_a_limit_and_counts_the_rest() -> None:
     r = result(read=5, sent=0, rejected=4, failed=1, error="Heap answered 401")
-    r.rejections.extend(RowIssue(f"k{i}", "key is empty") for i in range(4))
+    r.rejections.extend(RowIssue(f"k{i}", f"key {i} is odd") for i in range(4))
     r.failures.append(RowIssue(None, "gave up after 6 attempts"))
 
     lines = rendered(report(r), max_issues=2).splitlines()
@@ -198,10 +198,27 @@ def test_summary_lists_issues_up_to_a_limit_and_counts_the_rest() -> None:
     assert lines[0].startswith("ERR  dim_users")
     assert lines[1:6] == [
         "    error: Heap answered 401",
-        "    rejected key='k0': key is empty",
-        "    rejected key='k1': key is empty",
+        "    rejected key='k0': key 0 is odd",
+        "    rejected key='k1': key 1 is odd",
         "    ... and 2 more rejected rows",
         "    failed key=None: gave up after 6 attempts",
+    ]
+
+
+def test_rows_that_fail_for_one_cause_are_one_line_with_a_count() -> None:
+    """Heap unreachable fails every row the same way: one sentence, not one per row."""
+    r = result(read=7, sent=0, rejected=2, failed=5)
+    cause = "cannot connect to http://localhost:9: Connection refused (gave up after 6 attempts)"
+    r.failures.extend(RowIssue(f"k{i}", cause) for i in range(4))
+    r.failures.append(RowIssue("k4", "not sent: Heap refused a request with 401"))
+    r.rejections.extend(RowIssue(f"r{i}", "key is empty") for i in range(2))
+
+    lines = rendered(report(r)).splitlines()
+
+    assert lines[1:4] == [
+        "    rejected 2 rows (keys 'r0', 'r1'): key is empty",
+        f"    failed 4 rows (keys 'k0', 'k1', 'k2' and 1 more): {cause}",
+        "    failed key='k4': not sent: Heap refused a request with 401",
     ]
 
 
@@ -265,6 +282,27 @@ def test_ls_shows_each_sync_with_its_property_mapping() -> None:
         "email, Plan<-plan_name",
         "dim_accounts             account  'account:account_id'   key=account_id       all other columns",
     ]
+
+
+def test_ls_shows_an_event_sync_s_event_name_and_timestamp_column() -> None:
+    out = io.StringIO()
+    render_specs(
+        [
+            spec("fct_orders", "event", key="order_id", identity="email", event_name="Purchase",
+                 timestamp="ordered_at", fields={"amount": "amount"}),
+            spec("fct_clicks", "event", key="click_id", identity="email", event_name_column="kind"),
+        ],
+        out,
+    )  # fmt: skip
+
+    assert out.getvalue().splitlines() == [
+        "fct_orders               event    'event:Purchase:order_id' key=order_id         "
+        "event=Purchase         timestamp=ordered_at       amount",
+        "fct_clicks               event    'event:[kind]:click_id' key=click_id         "
+        "event=<kind>           timestamp=(arrival)        all other columns",
+    ]
+    rows = json.loads(specs_json([spec("e", "event", key="k", identity="i", event_name="E")], []))["syncs"]
+    assert (rows[0]["event_name"], rows[0]["timestamp"]) == ("E", None)
 
 
 def test_ls_of_no_sync_says_so() -> None:

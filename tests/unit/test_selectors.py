@@ -455,3 +455,33 @@ def test_plain_names_take_a_shortcut_with_the_same_answer(
         len(fqn) > 1 and _is_selected_fqn(fqn[1:], name, versioned)
     )
     assert _is_named(fqn, name, versioned) == general
+
+
+# --- criteria that match nothing ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sel", "exclude", "unmatched"),
+    [
+        pytest.param(["dim_users"], None, (), id="a-name"),
+        pytest.param(["dim_userz"], None, ("--select 'dim_userz'",), id="a-typo"),
+        pytest.param(["+dim_userz+"], None, ("--select '+dim_userz+'",), id="a-typo-with-graph-operators"),
+        pytest.param(["other tag:nope,tag:heap"], None, ("--select 'tag:nope'",), id="a-part-of-a-word"),
+        pytest.param(None, ["tag:nope"], ("--exclude 'tag:nope'",), id="an-exclusion"),
+        # matches a node that is no model (a source, a test): not a typo
+        pytest.param(["source:raw", "test_name:not_null"], None, (), id="nodes-that-are-no-models"),
+        # matches models, none of them left after the exclusion: not a typo either
+        pytest.param(["other"], ["other"], (), id="excluded-again"),
+    ],
+)
+def test_criteria_that_match_no_node_are_named(
+    dag: Manifest, sel: list[str] | None, exclude: list[str] | None, unmatched: tuple[str, ...]
+) -> None:
+    assert select(dag, select=sel, exclude=exclude).unmatched == unmatched
+
+
+def test_criteria_of_a_yaml_selector_that_match_no_node_are_named(tmp_path: Path) -> None:
+    definition = {"union": ["tag:heap", {"method": "path", "value": "models/nope"}]}
+    manifest = write(tmp_path, {"d": {"name": "d", "definition": definition, "default": True}})
+    assert select(manifest).unmatched == ("the default selector d 'path:models/nope'",)
+    assert select(manifest, selector="d").unmatched == ("--selector d 'path:models/nope'",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -123,6 +124,18 @@ async def test_aiohttp_errors_become_retriable(exception: BaseException, message
             with pytest.raises(RetriableAPIError) as info:
                 await http.post(USERS, b"{}")
     assert str(info.value).startswith(message)
+
+
+async def test_a_refused_connection_names_the_url_as_given() -> None:
+    """aiohttp's text says ``localhost:<port> ssl:default``; the user wrote an http URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    async with AiohttpTransport(url, concurrency=1, timeout=5) as http:
+        with pytest.raises(RetriableAPIError) as info:
+            await http.post(USERS, b"{}")
+    assert str(info.value) == f"cannot connect to {url}: Connection refused"
 
 
 async def test_aiohttp_connection_errors_until_give_up() -> None:
