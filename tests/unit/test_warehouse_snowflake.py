@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from heap_dbt.errors import ConfigError
 from heap_dbt.profiles import Target
-from heap_dbt.warehouse.snowflake.connection import connect_args
+from heap_dbt.warehouse.snowflake.connection import SESSION_PARAMETERS, connect_args
 from heap_dbt.warehouse.snowflake.types import column, heap_name, refuse
 
 BASE = {"type": "snowflake", "account": "ab12345.eu-west-1", "user": "loader", "password": "hunter2"}
@@ -147,8 +147,16 @@ def test_browser_sso_and_okta_need_no_password() -> None:
 
 def test_query_tag_and_connect_timeout_carry_over_from_dbt() -> None:
     args = connect_args(target(query_tag="heap", connect_timeout=30, retry_all=True))
-    assert args["session_parameters"] == {"QUERY_TAG": "heap"}
+    assert args["session_parameters"] == {**SESSION_PARAMETERS, "QUERY_TAG": "heap"}
     assert args["login_timeout"] == 30
+
+
+def test_the_session_parameters_key_text_depends_on_are_set_at_login() -> None:
+    # fakesnow ignores them, so the integration tests cannot show their effect: this pins them.
+    args = connect_args(target())
+    assert args["session_parameters"]["TIMEZONE"] == "UTC"
+    assert args["session_parameters"]["DATE_OUTPUT_FORMAT"] == "YYYY-MM-DD"
+    assert args["session_parameters"]["TIMESTAMP_NTZ_OUTPUT_FORMAT"] == "YYYY-MM-DD HH24:MI:SS.FF3"
 
 
 # --- types --------------------------------------------------------------------------------------
