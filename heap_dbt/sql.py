@@ -89,6 +89,10 @@ def _scalar_text(expr: str, t: ColumnType) -> str | None:
     if t.kind == "date":
         return f"strftime({expr}, '%Y-%m-%d')"
     if t.kind == "timestamp":
+        # A cast to TIMESTAMP would round nanoseconds (05.999999999 to 06.000000): sub-millisecond
+        # precision is cut, as strftime cuts it for every other timestamp type.
+        if t.sql == "TIMESTAMP_NS":
+            return f"strftime({expr}, '{ISO_MS}')"
         return f"strftime(CAST({expr} AS TIMESTAMP), '{ISO_MS}')"
     if t.kind == "timestamptz":
         return f"strftime(timezone('UTC', {expr}), '{ISO_MS}')"
@@ -187,9 +191,12 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
             )
         return _Entry(_number(expr, t), reasons, truncations)
     if t.kind == "float":
-        # to_json prints the shortest text that reads back as the same double, -0.0 included.
+        # to_json prints the shortest text that reads back as the same double, -0.0 included; a
+        # FLOAT (REAL) as a double would be 0.10000000149011612, so it is printed as itself: the
+        # shortest text that reads back as the same float (0.1).
         reasons.append((f"(isnan({expr}) OR isinf({expr}))", lit(f"property {label!r} is NaN or infinite")))
-        return _Entry(f"CAST(to_json({expr}) AS VARCHAR)", reasons, truncations)
+        text = f"CAST({expr} AS VARCHAR)" if t.sql == "FLOAT" else f"CAST(to_json({expr}) AS VARCHAR)"
+        return _Entry(text, reasons, truncations)
     if t.kind == "list":
         ((_, elem),) = t.children
         element = _element_text("x", elem)
@@ -477,6 +484,8 @@ def record_query(
         if spec.timestamp:
             ts_t = types[spec.timestamp]
             ts_text = _scalar_text("k." + ident(spec.timestamp), ts_t)
+            if ts_t.kind == "date":  # an event's time is an instant: the date's midnight, UTC
+                ts_text = f"strftime(CAST(k.{ident(spec.timestamp)} AS TIMESTAMP), '{ISO_MS}')"
             optional.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
             reasons.append((f"isinf(k.{ident(spec.timestamp)})", lit("event timestamp is infinite")))
     elif spec.object == "user":
