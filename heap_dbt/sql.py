@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from heap_dbt.config import SyncSpec
@@ -78,6 +78,22 @@ class _Entry:
     fragment: str
     reasons: list[tuple[str, str]]  # (condition, message SQL)
     truncations: list[str]  # conditions
+    late: list[tuple[str, str]] = field(default_factory=list)
+    """Checks that reject rows the record could never carry, left out of the record definition
+    (``RecordQuery.definition``): adding them resends no row that was sent before."""
+
+
+def _year(expr: str, t: ColumnType) -> str:
+    """The year of a date or timestamp value, in UTC; NULL for +-infinity."""
+    return f"year(timezone('UTC', {expr}))" if t.kind == "timestamptz" else f"year({expr})"
+
+
+def _beyond_iso(expr: str, t: ColumnType) -> str:
+    """True for an instant that ISO 8601's four-digit years cannot write (before 1 AD, after 9999)."""
+    return f"NOT ({_year(expr, t)} BETWEEN 1 AND 9999)"
+
+
+YEARS = "outside years 1-9999, which an ISO 8601 date cannot write"
 
 
 def _scalar_text(expr: str, t: ColumnType) -> str | None:
@@ -180,6 +196,7 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     """The JSON value of a scalar or list column, with its checks."""
     reasons: list[tuple[str, str]] = []
     truncations: list[str] = []
+    late: list[tuple[str, str]] = []
     if t.kind in ("integer", "decimal"):
         if t.sql == "NUMERIC":
             # Postgres' text says NaN and Infinity; ADBC's binary COPY reader says nan and inf.
@@ -217,10 +234,27 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
                     lit(f"property {label!r} holds {what}"),
                 )
             )
+        if elem.kind in ("struct", "list", "map") and _holds_float(elem):
+            # Nested elements go as their JSON text, where NaN and +-Infinity are bare words.
+            late.append(
+                (
+                    "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND CAST(n.value AS VARCHAR) IN "
+                    f"('NaN', 'Infinity', '-Infinity')), false) FROM json_tree(to_json({expr})) AS n)",
+                    lit(f"property {label!r} holds NaN or infinite"),
+                )
+            )
+        if elem.kind in ("date", "timestamp", "timestamptz"):
+            late.append(
+                (
+                    f"list_bool_or(list_transform({expr}, lambda x: {_beyond_iso('x', elem)}))",
+                    lit(f"property {label!r} holds a date {YEARS}"),
+                )
+            )
     else:
         text = _scalar_text(expr, t) or f"CAST({expr} AS VARCHAR)"
     if t.kind in ("date", "timestamp", "timestamptz"):
         reasons.append((f"isinf({expr})", lit(f"property {label!r} is an infinite date")))
+        late.append((_beyond_iso(expr, t), lit(f"property {label!r} is {YEARS}")))
     if t.kind in ("string", "list", "other", "struct", "map"):
         too_long = _longer_than(text, MAX_VALUE)
         if truncate:
@@ -235,8 +269,13 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
                 )
             )
     if t.kind in ("date", "timestamp", "timestamptz"):
-        return _Entry(f"'\"' || {text} || '\"'", reasons, truncations)
-    return _Entry(f"CAST(to_json({text}) AS VARCHAR)", reasons, truncations)
+        return _Entry(f"'\"' || {text} || '\"'", reasons, truncations, late)
+    return _Entry(f"CAST(to_json({text}) AS VARCHAR)", reasons, truncations, late)
+
+
+def _holds_float(t: ColumnType) -> bool:
+    """Whether a value of type ``t`` can hold a float anywhere inside it."""
+    return t.kind == "float" or any(_holds_float(child) for _, child in t.children)
 
 
 def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _Entry:
@@ -261,11 +300,18 @@ def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _
         )
         for cond, _msg in inner.reasons
     ]
+    late = [
+        (
+            f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))",
+            lit(f"a value of map property {prefix!r} is {YEARS}"),
+        )
+        for cond, _msg in inner.late
+    ]
     truncs = [
         f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))"
         for cond in inner.truncations
     ]
-    return _Entry(fragment, reasons, truncs)
+    return _Entry(fragment, reasons, truncs, late)
 
 
 _JSON_SEGMENTS = r"""regexp_extract_all(n.fullkey, '\.("(?:[^"\\]|\\.)*"|[^."\[]+)', 1)"""
@@ -285,10 +331,16 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
 
     Numbers are what DuckDB's JSON reader makes of them: integers exactly (as a string past
     +-(2^53 - 1), as elsewhere), other numbers as doubles, which is what Heap keeps.
+
+    A value DuckDB cannot read as JSON (Postgres' json keeps a lone surrogate ``\\ud800``), or
+    whose object keys hold a control character, rejects its row instead of failing the query:
+    the tree is read only from valid JSON, and a key that cannot be named is NULL, not an error.
     """
+    valid = f"json_valid({expr})"
+    expr = f"(CASE WHEN {valid} THEN {expr} END)"
     name = (
         f"CASE WHEN n.id = 0 THEN {lit(prefix)} ELSE {lit(prefix + '.')} || array_to_string("
-        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN CAST(s AS JSON)->>'$' "
+        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN TRY_CAST(s AS JSON)->>'$' "
         "ELSE s END), '.') END"
     )
     text = (
@@ -313,18 +365,31 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
     over = f"(SELECT coalesce(bool_or({too_long}), false) {nodes})"
     # DuckDB's JSON reads NaN and +-Infinity (Snowflake writes them so in a VARIANT): no JSON
     # can carry them to Heap, so they are rejected as a DOUBLE's are, wherever they sit.
+    # So is a number too large for a double (1e400), which DuckDB keeps as its text.
     nan = (
-        "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND CAST(n.value AS VARCHAR) IN "
-        f"('NaN', 'Infinity', '-Infinity')), false) FROM json_tree({expr}) AS n)"
+        "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND (CAST(n.value AS VARCHAR) IN "
+        "('NaN', 'Infinity', '-Infinity') OR isinf(TRY_CAST(CAST(n.value AS VARCHAR) AS DOUBLE)))), "
+        f"false) FROM json_tree({expr}) AS n)"
     )
     not_a_number = (nan, lit(f"property {prefix!r} holds NaN or infinite"))
+    control = (
+        "(SELECT coalesce(bool_or(regexp_matches(n.key, '[\\x00-\\x1f]')), false) "
+        f"FROM json_tree({expr}) AS n)"
+    )
+    late = [
+        (
+            f"NOT {valid}",
+            lit(f"property {prefix!r} is not JSON that Heap can take (a lone surrogate or a bad escape)"),
+        ),
+        (control, lit(f"a key inside JSON property {prefix!r} holds a control character")),
+    ]
     if truncate:
-        return _Entry(fragment, [not_a_number], [over])
+        return _Entry(fragment, [not_a_number], [over], late)
     reason = lit(
         f"a value of JSON property {prefix!r} is over {MAX_VALUE} characters; Heap takes at most "
         f"{MAX_VALUE} (set truncate: true to cut it)"
     )
-    return _Entry(fragment, [not_a_number, (over, reason)], [])
+    return _Entry(fragment, [not_a_number, (over, reason)], [], late)
 
 
 def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool) -> list[_Entry]:
@@ -457,6 +522,7 @@ def record_query(
     # ``fixed``: pieces every valid row has (a NULL there means the row is rejected, so its
     # record is never sent); ``optional``: fragments that concat_ws leaves out when NULL.
     fixed: list[str] = []
+    late: list[tuple[str, str]] = []
     optional: list[str] = []
     identity_sql = ""
     if spec.object == "event":
@@ -488,6 +554,7 @@ def record_query(
                 ts_text = f"strftime(CAST(k.{ident(spec.timestamp)} AS TIMESTAMP), '{ISO_MS}')"
             optional.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
             reasons.append((f"isinf(k.{ident(spec.timestamp)})", lit("event timestamp is infinite")))
+            late.append((_beyond_iso(f"k.{ident(spec.timestamp)}", ts_t), lit(f"event timestamp is {YEARS}")))
     elif spec.object == "user":
         fixed += [lit('"identity":'), f"CAST(to_json(k.{ident(KEY)}) AS VARCHAR)"]
     else:
@@ -499,6 +566,7 @@ def record_query(
     )
     for e in entries:
         reasons += e.reasons
+        late += e.late
     # A value that arrived but that its DuckDB type cannot hold (``Column.rejects``): its check
     # ran on the arrived value, before the restore (``source`` below).
     rejects = {col: by_name[col].rejects for col in dict.fromkeys(spec.properties.values())}
@@ -517,6 +585,7 @@ def record_query(
     record_parts = ["'{'", *fixed, "','", rest, "'}'"]
     record = f"concat({', '.join(record_parts)})"
     definition = hash_text("\n".join([str(src), key_expr, record, *(c + m for c, m in reasons)]))
+    reasons += late
     if duplicates:
         reasons.append(dup_reason)
     reason_sql = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in reasons) + " END"

@@ -44,6 +44,8 @@ def column_type(t: Any) -> ColumnType:
         return ColumnType("list", str(t), (("element", column_type(t.children[0][1])),))
     if type_id == "map":
         return ColumnType("map", str(t), tuple((name, column_type(child)) for name, child in t.children))
+    if str(t) == "JSON":  # an alias of VARCHAR; its objects flatten as Postgres' and Snowflake's JSON do
+        return ColumnType("json", "JSON")
     return ColumnType(_SIMPLE_KINDS.get(type_id, "other"), str(t))
 
 
