@@ -201,7 +201,7 @@ def test_folded_upper_case_names_read_as_lower_case_and_quoted_ones_stay() -> No
     assert heap_name("LAST_SEEN_AT") == "last_seen_at"
     assert heap_name("lastSeen") == "lastSeen"
     col = column("LAST_SEEN_AT", "TIMESTAMP_TZ", 0, 9)
-    assert col.select == 'DATE_PART(EPOCH_MILLISECOND, "LAST_SEEN_AT") AS "last_seen_at"'
+    assert col.select == 'DATE_PART(EPOCH_MICROSECOND, "LAST_SEEN_AT") AS "last_seen_at"'
 
 
 class _Recording:
