@@ -206,7 +206,15 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
                     lit(f"property {label!r} is NaN or infinite"),
                 )
             )
-        return _Entry(_number(expr, t), reasons, truncations)
+            # Its exact digits go as a string, which Heap takes up to MAX_VALUE characters (1e1100).
+            late.append(
+                (
+                    _longer_than(expr, MAX_VALUE),
+                    f"{lit(f'property {label!r} has ')} || length({expr}) || "
+                    f"{lit(f' characters of digits; Heap takes at most {MAX_VALUE}')}",
+                )
+            )
+        return _Entry(_number(expr, t), reasons, truncations, late)
     if t.kind == "float":
         # to_json prints the shortest text that reads back as the same double, -0.0 included; a
         # FLOAT (REAL) as a double would be 0.10000000149011612, so it is printed as itself: the

@@ -74,6 +74,12 @@ POSTGRES = [
     Value("numeric_nan", "numeric(10,2)", "'NaN'", rejected=_is("numeric_nan", NAN)),
     Value("numeric_infinity", "numeric", "'Infinity'", rejected=_is("numeric_infinity", NAN)),
     Value("numeric_huge_exponent", "numeric", "'1e400'", {"numeric_huge_exponent": "1" + "0" * 400}),
+    Value(
+        "numeric_past_heap",
+        "numeric",
+        "'1e1100'",
+        rejected="property 'numeric_past_heap' has 1101 characters of digits; Heap takes at most 1023",
+    ),
     Value("float_nan_in_array", "float8[]", "ARRAY[1, 'NaN']", rejected=_nan("float_nan_in_array")),
     Value("date_infinity", "date", "'infinity'", rejected=_is("date_infinity", INFINITE)),
     Value(
