@@ -68,6 +68,9 @@ def _row_hash(f: FilterSpec, prefix: str = "") -> str:
         name = prefix + ident(c.name)
         if c.type.kind == "list":
             hashed = f"hash_array_extended({c.export.format(name)}, {seed})"
+            if c.type.children[0][1].kind == "float":  # an element's negative zero, as a float's
+                zero = f"0 = ANY({name}) AND '-0' = ANY(CAST({name} AS text[]))"
+                hashed = f"({hashed} # CASE WHEN {zero} THEN hashint8extended(-1, {seed}) ELSE 0 END)"
         elif c.type.kind in _VALUE_HASH:
             hashed = _VALUE_HASH[c.type.kind].format(name, seed)
             distinct = _DISTINCT.get(c.type.sql if c.type.sql == "NUMERIC" else c.type.kind)
