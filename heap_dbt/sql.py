@@ -308,12 +308,13 @@ def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _
         )
         for cond, _msg in inner.reasons
     ]
+    # A message that is one literal ("property 'm.<key>' is outside years ...") reads as it is.
     late = [
         (
             f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))",
-            lit(f"a value of map property {prefix!r} is {YEARS}"),
+            msg if "||" not in msg else lit(f"a value of map property {prefix!r} cannot be sent"),
         )
-        for cond, _msg in inner.late
+        for cond, msg in inner.late
     ]
     truncs = [
         f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))"
