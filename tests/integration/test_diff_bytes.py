@@ -9,11 +9,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pytest
 
 from heap_dbt.emulator import run_in_thread
+from heap_dbt.warehouse import KEY_HASH_1, KEY_HASH_2, ROW_HASH, Column, ColumnType, FilterSpec
+from heap_dbt.warehouse.duckdb.dialect import DuckDBDialect
+from heap_dbt.warehouse.postgres.dialect import PostgresDialect
 from tests.conftest import APP_ID, dbt, heap_dbt
-from tests.warehouses import Warehouse
+from tests.warehouses import Warehouse, _pg, postgres_or_skip
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +144,79 @@ def test_case_sign_of_zero_and_trailing_zeros_are_sent_exactly_when_the_record_c
     _build(wh_project, warehouse, red)
     _, sync = _sync(wh_project)
     assert sync["sent"] == 0, sync
+
+
+# --- an upgrade resends nothing ordinary ----------------------------------------------------------
+
+_STRING = ColumnType("string", "VARCHAR")
+_COLUMNS = [
+    Column("id", _STRING),
+    Column("name", _STRING),
+    Column("n", ColumnType("integer", "BIGINT")),
+    Column("d", ColumnType("float", "DOUBLE")),
+    Column("dec", ColumnType("decimal", "DECIMAL(12,2)")),
+    Column("ts", ColumnType("timestamp", "TIMESTAMP")),
+    Column("day", ColumnType("date", "DATE")),
+    Column("tags", ColumnType("list", "VARCHAR[]", (("element", _STRING),))),
+]
+_ROWS = (
+    "SELECT 'u1' AS id, 'Ada' AS name, CAST(7 AS {bigint}) AS n, CAST(1.5 AS {double}) AS d, "
+    "CAST(12.30 AS {decimal}) AS dec, TIMESTAMP '2024-01-02 03:04:05.123' AS ts, DATE '2024-03-10' AS day, "
+    "{tags} AS tags{extra} UNION ALL SELECT 'u2', NULL, NULL, 0.0, NULL, NULL, NULL, NULL{null}"
+)
+PREVIOUS_RELEASE = {
+    "duckdb": [
+        ("u1", 13718085291888536295, 15346552684769186138, 5649548813572444541),
+        ("u2", 15498852812627116087, 10663663928685860905, 8539924849038628808),
+    ],
+    "postgres": [
+        ("u1", -8912818469469534968, -7712415981798569750, 8952745411047256177),
+        ("u2", 3864618819059095058, -4098408609948481326, -1510677117226692180),
+    ],
+}
+"""Row hash and key hashes (k1, k2) of two ordinary rows, as the release before byte-exact hashing
+computed them (seed 42): the same here, so an upgrade resends none of them."""
+
+
+def _hashes(sql: str) -> str:
+    return f'SELECT id, "{ROW_HASH}", "{KEY_HASH_1}", "{KEY_HASH_2}" FROM ({sql}) AS s ORDER BY id'
+
+
+def test_ordinary_rows_hash_as_the_previous_release_hashed_them_on_duckdb() -> None:
+    f = FilterSpec(relation="t", key=_COLUMNS[0], columns=tuple(_COLUMNS), seed="42", compare_hashes=True)
+    con = duckdb.connect()
+    rows = _ROWS.format(
+        bigint="BIGINT", double="DOUBLE", decimal="DECIMAL(12,2)", tags="['a', 'b']", extra="", null=""
+    )
+    con.execute(f"CREATE TABLE t AS {rows}")
+    sql = DuckDBDialect().candidates_sql(f, previous=None, duplicates=True, duplicates_table=None)
+    assert con.sql(_hashes(sql)).fetchall() == PREVIOUS_RELEASE["duckdb"]
+
+
+def test_ordinary_rows_hash_as_the_previous_release_hashed_them_on_postgres() -> None:
+    postgres_or_skip()
+    columns = [*_COLUMNS[:7], Column("tags", ColumnType("list", "text[]", (("element", _STRING),)))]
+    columns.append(Column("num", ColumnType("decimal", "NUMERIC")))  # 7.5: no trailing zero
+    f = FilterSpec(
+        relation="pg_temp.t", key=columns[0], columns=tuple(columns), seed="42", compare_hashes=True
+    )
+    rows = _ROWS.format(
+        bigint="bigint",
+        double="float8",
+        decimal="numeric(12,2)",
+        tags="ARRAY['a', 'b']",
+        extra=", 7.5::numeric AS num",
+        null=", NULL",
+    )
+    con = _pg()
+    try:
+        with con.cursor() as cur:
+            cur.execute(f"CREATE TEMPORARY TABLE t AS {rows}")
+            cur.execute(
+                _hashes(
+                    PostgresDialect().candidates_sql(f, previous=None, duplicates=True, duplicates_table=None)
+                )
+            )
+            assert cur.fetchall() == PREVIOUS_RELEASE["postgres"]
+    finally:
+        con.close()
