@@ -347,6 +347,21 @@ def test_event_timestamp_types(wh: Warehouse, column: str, expected: str) -> Non
     assert row.record["timestamp"] == expected
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        pytest.param("DATE '10000-01-01'", id="date-year-10000"),
+        pytest.param("TIMESTAMP '0001-01-01 00:00:00' - INTERVAL 1 SECOND", id="timestamp-bc"),
+        pytest.param("TIMESTAMPTZ '9999-12-31 23:30:00-01:00'", id="timestamptz-year-10000-in-utc"),
+    ],
+)
+def test_an_event_timestamp_outside_iso_years_is_rejected_with_its_own_reason(
+    wh: Warehouse, column: str
+) -> None:
+    row = one(wh, f"SELECT 1 AS id, 'u1' AS who, {column} AS at", {**EVENT, "timestamp": "at"})
+    assert row.reason == f"event timestamp is {sql.YEARS}"
+
+
 def test_event_without_timestamp_leaves_it_to_heap(wh: Warehouse) -> None:
     row = one(wh, "SELECT 1 AS id, 'u1' AS who", EVENT)
     assert "timestamp" not in row.record
