@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from heap_dbt.config import SyncSpec
@@ -81,6 +81,9 @@ class _Entry:
     fragment: str
     reasons: list[tuple[str, str]]  # (condition, message SQL)
     truncations: list[str]  # conditions
+    late: list[tuple[str, str]] = field(default_factory=list)
+    """Checks that reject rows the record could never carry, left out of the record definition
+    (``RecordQuery.definition``): adding them resends no row that was sent before."""
     name: str = ""
     """The property name, or for ``shape`` map and json the prefix of the names it makes."""
     shape: str = "exact"
@@ -92,6 +95,19 @@ class _Entry:
     """The value's SQL: for a ``json`` entry's checks of its names, and an ``exact`` one's NULL."""
 
 
+def _year(expr: str, t: ColumnType) -> str:
+    """The year of a date or timestamp value, in UTC; NULL for +-infinity."""
+    return f"year(timezone('UTC', {expr}))" if t.kind == "timestamptz" else f"year({expr})"
+
+
+def _beyond_iso(expr: str, t: ColumnType) -> str:
+    """True for an instant that ISO 8601's four-digit years cannot write (before 1 AD, after 9999)."""
+    return f"NOT ({_year(expr, t)} BETWEEN 1 AND 9999)"
+
+
+YEARS = "outside years 1-9999, which an ISO 8601 date cannot write"
+
+
 def _scalar_text(expr: str, t: ColumnType) -> str | None:
     """SQL giving the string form of a scalar value sent as a Heap string, or None for numbers."""
     if t.kind == "string":
@@ -101,6 +117,10 @@ def _scalar_text(expr: str, t: ColumnType) -> str | None:
     if t.kind == "date":
         return f"strftime({expr}, '%Y-%m-%d')"
     if t.kind == "timestamp":
+        # A cast to TIMESTAMP would round nanoseconds (05.999999999 to 06.000000): sub-millisecond
+        # precision is cut, as strftime cuts it for every other timestamp type.
+        if t.sql == "TIMESTAMP_NS":
+            return f"strftime({expr}, '{ISO_MS}')"
         return f"strftime(CAST({expr} AS TIMESTAMP), '{ISO_MS}')"
     if t.kind == "timestamptz":
         return f"strftime(timezone('UTC', {expr}), '{ISO_MS}')"
@@ -188,6 +208,7 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
     """The JSON value of a scalar or list column, with its checks."""
     reasons: list[tuple[str, str]] = []
     truncations: list[str] = []
+    late: list[tuple[str, str]] = []
     if t.kind in ("integer", "decimal"):
         if t.sql == "NUMERIC":
             # Postgres' text says NaN and Infinity; ADBC's binary COPY reader says nan and inf.
@@ -197,11 +218,22 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
                     lit(f"property {label!r} is NaN or infinite"),
                 )
             )
-        return _Entry(_number(expr, t), reasons, truncations)
+            # Its exact digits go as a string, which Heap takes up to MAX_VALUE characters (1e1100).
+            late.append(
+                (
+                    _longer_than(expr, MAX_VALUE),
+                    f"{lit(f'property {label!r} has ')} || length({expr}) || "
+                    f"{lit(f' characters of digits; Heap takes at most {MAX_VALUE}')}",
+                )
+            )
+        return _Entry(_number(expr, t), reasons, truncations, late)
     if t.kind == "float":
-        # to_json prints the shortest text that reads back as the same double, -0.0 included.
+        # to_json prints the shortest text that reads back as the same double, -0.0 included; a
+        # FLOAT (REAL) as a double would be 0.10000000149011612, so it is printed as itself: the
+        # shortest text that reads back as the same float (0.1).
         reasons.append((f"(isnan({expr}) OR isinf({expr}))", lit(f"property {label!r} is NaN or infinite")))
-        return _Entry(f"CAST(to_json({expr}) AS VARCHAR)", reasons, truncations)
+        text = f"CAST({expr} AS VARCHAR)" if t.sql == "FLOAT" else f"CAST(to_json({expr}) AS VARCHAR)"
+        return _Entry(text, reasons, truncations)
     if t.kind == "list":
         ((_, elem),) = t.children
         element = _element_text("x", elem)
@@ -222,10 +254,27 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
                     lit(f"property {label!r} holds {what}"),
                 )
             )
+        if elem.kind in ("struct", "list", "map") and _holds_float(elem):
+            # Nested elements go as their JSON text, where NaN and +-Infinity are bare words.
+            late.append(
+                (
+                    "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND CAST(n.value AS VARCHAR) IN "
+                    f"('NaN', 'Infinity', '-Infinity')), false) FROM json_tree(to_json({expr})) AS n)",
+                    lit(f"property {label!r} holds NaN or infinite"),
+                )
+            )
+        if elem.kind in ("date", "timestamp", "timestamptz"):
+            late.append(
+                (
+                    f"list_bool_or(list_transform({expr}, lambda x: {_beyond_iso('x', elem)}))",
+                    lit(f"property {label!r} holds a date {YEARS}"),
+                )
+            )
     else:
         text = _scalar_text(expr, t) or f"CAST({expr} AS VARCHAR)"
     if t.kind in ("date", "timestamp", "timestamptz"):
         reasons.append((f"isinf({expr})", lit(f"property {label!r} is an infinite date")))
+        late.append((_beyond_iso(expr, t), lit(f"property {label!r} is {YEARS}")))
     if t.kind in ("string", "list", "other", "struct", "map"):
         too_long = _longer_than(text, MAX_VALUE)
         if truncate:
@@ -240,8 +289,13 @@ def _value(expr: str, t: ColumnType, label: str, *, truncate: bool) -> _Entry:
                 )
             )
     if t.kind in ("date", "timestamp", "timestamptz"):
-        return _Entry(f"'\"' || {text} || '\"'", reasons, truncations)
-    return _Entry(f"CAST(to_json({text}) AS VARCHAR)", reasons, truncations)
+        return _Entry(f"'\"' || {text} || '\"'", reasons, truncations, late)
+    return _Entry(f"CAST(to_json({text}) AS VARCHAR)", reasons, truncations, late)
+
+
+def _holds_float(t: ColumnType) -> bool:
+    """Whether a value of type ``t`` can hold a float anywhere inside it."""
+    return t.kind == "float" or any(_holds_float(child) for _, child in t.children)
 
 
 def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _Entry:
@@ -266,11 +320,19 @@ def _map_fragment(expr: str, t: ColumnType, prefix: str, *, truncate: bool) -> _
         )
         for cond, _msg in inner.reasons
     ]
+    # A message that is one literal ("property 'm.<key>' is outside years ...") reads as it is.
+    late = [
+        (
+            f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))",
+            msg if "||" not in msg else lit(f"a value of map property {prefix!r} cannot be sent"),
+        )
+        for cond, msg in inner.late
+    ]
     truncs = [
         f"list_bool_or(list_transform(map_entries({expr}), lambda e: coalesce({cond}, false)))"
         for cond in inner.truncations
     ]
-    return _Entry(fragment, reasons, truncs)
+    return _Entry(fragment, reasons, truncs, late)
 
 
 _JSON_SEGMENTS = r"""regexp_extract_all(n.fullkey, '\.("(?:[^"\\]|\\.)*"|[^."\[]+)', 1)"""
@@ -288,7 +350,7 @@ def _json_name(prefix: str) -> str:
     """The property name of json_tree node ``n``: ``prefix``, or ``prefix.`` and its dotted path."""
     return (
         f"CASE WHEN n.id = 0 THEN {lit(prefix)} ELSE {lit(prefix + '.')} || array_to_string("
-        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN CAST(s AS JSON)->>'$' "
+        f"list_transform({_JSON_SEGMENTS}, lambda s: CASE WHEN s[1] = '\"' THEN TRY_CAST(s AS JSON)->>'$' "
         "ELSE s END), '.') END"
     )
 
@@ -327,7 +389,13 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
 
     Numbers are what DuckDB's JSON reader makes of them: integers exactly (as a string past
     +-(2^53 - 1), as elsewhere), other numbers as doubles, which is what Heap keeps.
+
+    A value DuckDB cannot read as JSON (Postgres' json keeps a lone surrogate ``\\ud800``), or
+    whose object keys hold a control character, rejects its row instead of failing the query:
+    the tree is read only from valid JSON, and a key that cannot be named is NULL, not an error.
     """
+    valid = f"json_valid({expr})"
+    expr = f"(CASE WHEN {valid} THEN {expr} END)"
     name = _json_name(prefix)
     text = (
         "CASE n.type WHEN 'VARCHAR' THEN n.value->>'$' WHEN 'ARRAY' THEN array_to_string("
@@ -351,18 +419,31 @@ def _json_entry(expr: str, prefix: str, *, truncate: bool) -> _Entry:
     over = f"(SELECT coalesce(bool_or({too_long}), false) {nodes})"
     # DuckDB's JSON reads NaN and +-Infinity (Snowflake writes them so in a VARIANT): no JSON
     # can carry them to Heap, so they are rejected as a DOUBLE's are, wherever they sit.
+    # So is a number too large for a double (1e400), which DuckDB keeps as its text.
     nan = (
-        "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND CAST(n.value AS VARCHAR) IN "
-        f"('NaN', 'Infinity', '-Infinity')), false) FROM json_tree({expr}) AS n)"
+        "(SELECT coalesce(bool_or(n.type = 'DOUBLE' AND (CAST(n.value AS VARCHAR) IN "
+        "('NaN', 'Infinity', '-Infinity') OR isinf(TRY_CAST(CAST(n.value AS VARCHAR) AS DOUBLE)))), "
+        f"false) FROM json_tree({expr}) AS n)"
     )
     not_a_number = (nan, lit(f"property {prefix!r} holds NaN or infinite"))
+    control = (
+        "(SELECT coalesce(bool_or(regexp_matches(n.key, '[\\x00-\\x1f]')), false) "
+        f"FROM json_tree({expr}) AS n)"
+    )
+    late = [
+        (
+            f"NOT {valid}",
+            lit(f"property {prefix!r} is not JSON that Heap can take (a lone surrogate or a bad escape)"),
+        ),
+        (control, lit(f"a key inside JSON property {prefix!r} holds a control character")),
+    ]
     if truncate:
-        return _Entry(fragment, [not_a_number], [over])
+        return _Entry(fragment, [not_a_number], [over], late)
     reason = lit(
         f"a value of JSON property {prefix!r} is over {MAX_VALUE} characters; Heap takes at most "
         f"{MAX_VALUE} (set truncate: true to cut it)"
     )
-    return _Entry(fragment, [not_a_number, (over, reason)], [])
+    return _Entry(fragment, [not_a_number, (over, reason)], [], late)
 
 
 _IN_STRUCT = " (a struct, flattened)"
@@ -373,7 +454,7 @@ def _entries(name: str, expr: str, t: ColumnType, *, truncate: bool, source: str
     if t.kind == "json":
         entry = _json_entry(expr, name, truncate=truncate)
         entry.name, entry.shape, entry.source = name, "json", f"{source} (JSON, flattened)"
-        entry.expr = expr
+        entry.expr = f"(CASE WHEN json_valid({expr}) THEN {expr} END)"  # as _json_entry reads it
         return [entry]
     if t.kind == "struct":
         out: list[_Entry] = []
@@ -571,6 +652,7 @@ def record_query(
     # ``fixed``: pieces every valid row has (a NULL there means the row is rejected, so its
     # record is never sent); ``optional``: fragments that concat_ws leaves out when NULL.
     fixed: list[str] = []
+    late: list[tuple[str, str]] = []
     optional: list[str] = []
     identity_sql = ""
     if spec.object == "event":
@@ -598,8 +680,11 @@ def record_query(
         if spec.timestamp:
             ts_t = types[spec.timestamp]
             ts_text = _scalar_text(column(spec.timestamp), ts_t)
+            if ts_t.kind == "date":  # an event's time is an instant: the date's midnight, UTC
+                ts_text = f"strftime(CAST({column(spec.timestamp)} AS TIMESTAMP), '{ISO_MS}')"
             optional.append(f"'\"timestamp\":\"' || {ts_text} || '\"'")
             reasons.append((f"isinf({column(spec.timestamp)})", lit("event timestamp is infinite")))
+            late.append((_beyond_iso(column(spec.timestamp), ts_t), lit(f"event timestamp is {YEARS}")))
     elif spec.object == "user":
         fixed += [lit('"identity":'), f"CAST(to_json(k.{ident(KEY)}) AS VARCHAR)"]
     else:
@@ -613,6 +698,7 @@ def record_query(
         reasons += e.reasons
         if e.shape == "json":
             reasons += _json_clashes(e, entries)
+        late += e.late
     # A value that arrived but that its DuckDB type cannot hold (``Column.rejects``): its check
     # ran on the arrived value, before the restore (``source`` below).
     rejects = {col: by_name[col].rejects for col in dict.fromkeys(spec.properties.values())}
@@ -640,6 +726,7 @@ def record_query(
     record_parts = ["'{'", *fixed, "','", rest, "'}'"]
     record = f"concat({', '.join(record_parts)})"
     definition = hash_text("\n".join([definition_seed, key_expr, record, *(c + m for c, m in reasons)]))
+    reasons += late
     if duplicates:
         reasons.append(dup_reason)
     reason_sql = "CASE " + " ".join(f"WHEN {cond} THEN {msg}" for cond, msg in reasons) + " END"

@@ -69,8 +69,9 @@ def test_each_type_reaches_duckdb_as_its_column_type_with_nulls_kept(session: Sn
     assert got["f"] == 1.25
     assert (got["v"], got["c"], got["s"], got["b"]) == ("x", "abc", "str", True)
     assert got["d"] == dt.date(2024, 1, 2)
-    # UTC, milliseconds: NTZ is taken as UTC, TZ converted from +02:00.
-    assert got["tntz"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123000)
+    # UTC, microseconds (the record SQL cuts them to milliseconds): NTZ is taken as UTC, TZ
+    # converted from +02:00.
+    assert got["tntz"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123456)
     assert got["ttz"] == dt.datetime(2024, 1, 2, 1, 4, 5, 123000)
     assert got["tltz"] == dt.datetime(2024, 1, 2, 3, 4, 5, 123000)  # the session's zone is UTC
     # fakesnow reports an ARRAY column as VARIANT (real Snowflake: ARRAY, read as a list); as
@@ -79,7 +80,7 @@ def test_each_type_reaches_duckdb_as_its_column_type_with_nulls_kept(session: Sn
     assert got["a"] == (["1", "a"] if array.type.kind == "list" else '[1,"a"]')
     assert got["va"] == '{"a":1,"b":{"c":"x"}}'
     assert got["o"] == '{"k":1}'
-    # fakesnow's Arrow gives a NULL TIMESTAMP as 1970-01-01; epoch milliseconds keep it NULL.
+    # fakesnow's Arrow gives a NULL TIMESTAMP as 1970-01-01; epoch microseconds keep it NULL.
     assert empty == (None,) * len(usable)
 
 

@@ -9,7 +9,9 @@ finite number that Heap, keeping numbers as doubles, reads back as the source va
 from __future__ import annotations
 
 import json
+import math
 import string
+import struct
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -204,10 +206,19 @@ def test_double_reads_back_unchanged(records: Records, number: float) -> None:
 
 @EXAMPLES
 @given(number=st.floats(allow_nan=False, allow_infinity=False, width=32))
-def test_float32_reads_back_unchanged(records: Records, number: float) -> None:
+def test_float32_goes_as_the_shortest_decimal_that_reads_back_as_it(records: Records, number: float) -> None:
+    """A REAL goes as the shortest decimal that reads back as the same float32 (0.1, not
+    0.10000000149011612), as the conversion table says: that decimal, read as a float32, is
+    the source exactly, sign of zero included, and no shorter decimal would be."""
     text = sent_value(records, "FLOAT", repr(number))
     assert text is not None
-    assert_heap_reads(text, number)  # a float32 widens to a double exactly
+    value = json.loads(text)
+    assert isinstance(value, int | float) and not isinstance(value, bool), text
+    back = struct.unpack("<f", struct.pack("<f", float(value)))[0]
+    assert back == number and math.copysign(1, back) == math.copysign(1, number), text
+    digits = len(Decimal(repr(float(value))).normalize().as_tuple().digits)
+    shorter = f"{float(value):.{max(digits - 2, 0)}e}"
+    assert digits <= 1 or struct.unpack("<f", struct.pack("<f", float(shorter)))[0] != number, text
 
 
 UNICODE = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=1100)

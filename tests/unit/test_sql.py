@@ -156,7 +156,12 @@ VALUES = [
     pytest.param("-7::TINYINT AS v", -7, id="tinyint"),
     pytest.param("9007199254740993::BIGINT AS v", "9007199254740993", id="bigint-past-2^53"),
     pytest.param("1.5::DOUBLE AS v", 1.5, id="double"),
-    pytest.param("0.1::FLOAT AS v", 0.10000000149011612, id="float32"),
+    # A REAL goes as the shortest decimal that reads back as the same float32, not as a double.
+    pytest.param("0.1::FLOAT AS v", 0.1, id="float32"),
+    pytest.param("123456789::FLOAT AS v", 123456790.0, id="float32-rounded"),
+    pytest.param("'1e-40'::FLOAT AS v", 1e-40, id="float32-subnormal"),
+    pytest.param("'-0.0'::FLOAT AS v", -0.0, id="float32-negative-zero"),
+    pytest.param("[0.1::FLOAT, 2.5::FLOAT] AS v", "0.1||2.5", id="float32-list"),
     pytest.param("1e300::DOUBLE AS v", 1e300, id="double-exponent"),
     pytest.param("12.34::DECIMAL(10,2) AS v", 12.34, id="decimal"),
     pytest.param("-0.5::DECIMAL(4,1) AS v", -0.5, id="negative-decimal"),
@@ -192,6 +197,10 @@ VALUES = [
         "'3f2504e0-4f89-11d3-9a0c-0305e82c3301'::UUID AS v", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", id="uuid"
     ),
 ]
+
+
+def test_a_float32_in_a_struct_is_its_shortest_decimal(wh: Warehouse) -> None:
+    assert properties(wh, "{'r': 0.1::FLOAT} AS v") == {"v.r": 0.1}
 
 
 @pytest.mark.parametrize(("column", "expected"), VALUES)
@@ -330,12 +339,29 @@ def test_event_record_has_identity_event_timestamp_and_idempotency_key(wh: Wareh
     ("column", "expected"),
     [
         pytest.param("TIMESTAMPTZ '2024-01-02 03:04:05+05:00'", "2024-01-01T22:04:05.000Z", id="timestamptz"),
-        pytest.param("DATE '2024-01-02'", "2024-01-02", id="date"),
+        # An event's time is an instant: a DATE is its midnight, UTC, in the same ISO form.
+        pytest.param("DATE '2024-01-02'", "2024-01-02T00:00:00.000Z", id="date-is-midnight-utc"),
+        pytest.param("TIMESTAMP_NS '2024-01-02 03:04:05.999999999'", "2024-01-02T03:04:05.999Z", id="ns"),
     ],
 )
 def test_event_timestamp_types(wh: Warehouse, column: str, expected: str) -> None:
     row = one(wh, f"SELECT 1 AS id, 'u1' AS who, {column} AS at", {**EVENT, "timestamp": "at"})
     assert row.record["timestamp"] == expected
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pytest.param("DATE '10000-01-01'", id="date-year-10000"),
+        pytest.param("TIMESTAMP '0001-01-01 00:00:00' - INTERVAL 1 SECOND", id="timestamp-bc"),
+        pytest.param("TIMESTAMPTZ '9999-12-31 23:30:00-01:00'", id="timestamptz-year-10000-in-utc"),
+    ],
+)
+def test_an_event_timestamp_outside_iso_years_is_rejected_with_its_own_reason(
+    wh: Warehouse, column: str
+) -> None:
+    row = one(wh, f"SELECT 1 AS id, 'u1' AS who, {column} AS at", {**EVENT, "timestamp": "at"})
+    assert row.reason == f"event timestamp is {sql.YEARS}"
 
 
 def test_event_without_timestamp_leaves_it_to_heap(wh: Warehouse) -> None:

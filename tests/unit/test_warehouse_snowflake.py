@@ -18,7 +18,7 @@ from heap_dbt.errors import ConfigError
 from heap_dbt.manifest import ModelNode
 from heap_dbt.profiles import Target
 from heap_dbt.warehouse import CANDIDATES, stream_names
-from heap_dbt.warehouse.snowflake.connection import connect_args
+from heap_dbt.warehouse.snowflake.connection import SESSION_PARAMETERS, connect_args
 from heap_dbt.warehouse.snowflake.dialect import SnowflakeDialect
 from heap_dbt.warehouse.snowflake.types import column, heap_name, refuse
 
@@ -155,8 +155,16 @@ def test_browser_sso_and_okta_need_no_password() -> None:
 
 def test_query_tag_and_connect_timeout_carry_over_from_dbt() -> None:
     args = connect_args(target(query_tag="heap", connect_timeout=30, retry_all=True))
-    assert args["session_parameters"] == {"QUERY_TAG": "heap"}
+    assert args["session_parameters"] == {**SESSION_PARAMETERS, "QUERY_TAG": "heap"}
     assert args["login_timeout"] == 30
+
+
+def test_the_session_parameters_key_text_depends_on_are_set_at_login() -> None:
+    # fakesnow ignores them, so the integration tests cannot show their effect: this pins them.
+    args = connect_args(target())
+    assert args["session_parameters"]["TIMEZONE"] == "UTC"
+    assert args["session_parameters"]["DATE_OUTPUT_FORMAT"] == "YYYY-MM-DD"
+    assert args["session_parameters"]["TIMESTAMP_NTZ_OUTPUT_FORMAT"] == "YYYY-MM-DD HH24:MI:SS.FF3"
 
 
 # --- types --------------------------------------------------------------------------------------
@@ -201,7 +209,7 @@ def test_folded_upper_case_names_read_as_lower_case_and_quoted_ones_stay() -> No
     assert heap_name("LAST_SEEN_AT") == "last_seen_at"
     assert heap_name("lastSeen") == "lastSeen"
     col = column("LAST_SEEN_AT", "TIMESTAMP_TZ", 0, 9)
-    assert col.select == 'DATE_PART(EPOCH_MILLISECOND, "LAST_SEEN_AT") AS "last_seen_at"'
+    assert col.select == 'DATE_PART(EPOCH_MICROSECOND, "LAST_SEEN_AT") AS "last_seen_at"'
 
 
 class _Recording:

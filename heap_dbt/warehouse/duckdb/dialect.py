@@ -3,15 +3,45 @@
 from __future__ import annotations
 
 from heap_dbt.sql import ident, lit
-from heap_dbt.warehouse import DUPS, IS_NEW, KEY, KEY_HASH_1, KEY_HASH_2, ROW_HASH, FilterSpec
+from heap_dbt.warehouse import DUPS, IS_NEW, KEY, KEY_HASH_1, KEY_HASH_2, ROW_HASH, Column, FilterSpec
 
 # DuckDB's hash() is 15x cheaper than md5 here. Should a DuckDB upgrade ever change it,
 # every row looks changed once and is resent once; nothing is lost.
 HASH = "hash"
 
 
+BYTES = 'COLLATE "binary"'
+"""Compare, group and hash text by its bytes, not by the column's collation: with ``NOCASE``
+``Red`` and ``RED`` would be one key and one hash, where Heap (and the record) tells them apart.
+Binary is DuckDB's default, so text without a collation hashes as it always did."""
+
+
 def _key_text(f: FilterSpec) -> str:
-    return ident(f.key.name) if f.key.type.sql == "VARCHAR" else f"CAST({ident(f.key.name)} AS VARCHAR)"
+    name = ident(f.key.name)
+    return f"{name} {BYTES}" if f.key.type.sql == "VARCHAR" else f"CAST({name} AS VARCHAR)"
+
+
+def _hashed(c: Column, prefix: str = "") -> str:
+    """A column as the row hash reads it: text by its bytes."""
+    return f"{prefix}{ident(c.name)} {BYTES}" if c.type.sql == "VARCHAR" else prefix + ident(c.name)
+
+
+def _signed_zeros(row_hash: str, f: FilterSpec, prefix: str = "") -> str:
+    """``row_hash`` with what hash() cannot see: it hashes -0.0 as 0.0, which the record sends as
+    ``-0.0``. XORed in only where a float is a negative zero, so other rows hash as before."""
+    terms = []
+    for seed, c in enumerate(f.columns, start=1):
+        name = prefix + ident(c.name)
+        if c.type.kind == "float":
+            zero = f"signbit({name}) AND {name} = 0"
+        elif c.type.kind == "list" and c.type.children[0][1].kind == "float":
+            zero = f"list_bool_or(list_transform({name}, lambda x: signbit(x) AND x = 0))"
+        else:
+            continue
+        terms.append(f"CASE WHEN {zero} THEN {HASH}({seed}, 'negative zero') ELSE CAST(0 AS UBIGINT) END")
+    for term in terms:
+        row_hash = f"xor({row_hash}, {term})"
+    return row_hash
 
 
 def _key_hashes(expr: str, k1: str, k2: str) -> str:
@@ -42,7 +72,8 @@ k AS (
 ),"""
         else:
             dups = f"k AS (SELECT *, CAST(NULL AS BIGINT) AS {ident(DUPS)} FROM src),"
-        row_hash = f"{HASH}({lit(f.seed)}, " + ", ".join(f"k.{ident(c.name)}" for c in f.columns) + ")"
+        row_hash = f"{HASH}({lit(f.seed)}, " + ", ".join(_hashed(c, "k.") for c in f.columns) + ")"
+        row_hash = _signed_zeros(row_hash, f, "k.")
         hashed = (
             f"h AS (SELECT k.*, {row_hash} AS {ident(ROW_HASH)}, "
             f"{_key_hashes('k.' + key, ident(KEY_HASH_1), ident(KEY_HASH_2))} FROM k)"
@@ -70,8 +101,8 @@ k AS (
 SELECT {out} FROM cand"""
 
     def _probe(self, f: FilterSpec) -> str:
-        cols = ", ".join(ident(c.name) for c in f.columns)
-        return f"count(*), coalesce(sum({HASH}({cols})), 0)::VARCHAR"
+        cols = ", ".join(_hashed(c) for c in f.columns)
+        return f"count(*), coalesce(sum({_signed_zeros(f'{HASH}({cols})', f)}), 0)::VARCHAR"
 
     def probe_sql(self, f: FilterSpec) -> str:
         # The fingerprint covers the columns records are built from: a change elsewhere in the

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from heap_dbt.warehouse import CANDIDATES
 from heap_dbt.warehouse.duckdb.errors import query_error
+from heap_dbt.warehouse.duckdb.session import canonical_session
 
 if TYPE_CHECKING:
     import duckdb
@@ -41,6 +42,7 @@ class ArrowFormatter:
 
             self._tmp = tempfile.TemporaryDirectory(prefix="heap-dbt-format-")
             self._con = duckdb.connect(":memory:", config={**self._config, "temp_directory": self._tmp.name})
+            canonical_session(self._con)
         return self._con
 
     def format(

@@ -14,6 +14,7 @@ from heap_dbt.warehouse import Column, ColumnType
 from heap_dbt.warehouse.duckdb.dialect import DuckDBDialect
 from heap_dbt.warehouse.duckdb.errors import open_error, query_error
 from heap_dbt.warehouse.duckdb.memory import DEFAULT_SIZING, MB, Sizing, size_bytes
+from heap_dbt.warehouse.duckdb.session import canonical_session
 from heap_dbt.warehouse.duckdb.state import DuckDBState
 
 if TYPE_CHECKING:
@@ -43,6 +44,8 @@ def column_type(t: Any) -> ColumnType:
         return ColumnType("list", str(t), (("element", column_type(t.children[0][1])),))
     if type_id == "map":
         return ColumnType("map", str(t), tuple((name, column_type(child)) for name, child in t.children))
+    if str(t) == "JSON":  # an alias of VARCHAR; its objects flatten as Postgres' and Snowflake's JSON do
+        return ColumnType("json", "JSON")
     return ColumnType(_SIMPLE_KINDS.get(type_id, "other"), str(t))
 
 
@@ -104,6 +107,7 @@ class DuckDBReader:
                 f"DuckDB reads ({exc}); write it like 256MB or 1GB."
             ) from exc
         try:
+            canonical_session(self._con)
             mode = "" if writable and state_path is None else " (READ_ONLY)"
             self._con.execute(f"ATTACH {lit(str(path))} AS {ident(self.alias)}{mode}")
             self._con.execute(f"USE {ident(self.alias)}")

@@ -8,7 +8,9 @@ each value's hash from its type's own extended hash function (``hashtextextended
 definition: 64 bits from the functions behind hash partitioning, which must stay stable across
 releases. The fingerprint is the sum of the row hashes, so a first sync, which streams every
 row, adds it up as the rows arrive instead of scanning the model for it first
-(``streamed_fingerprint``). ``json`` has no hash function and is hashed as ``jsonb``.
+(``streamed_fingerprint``). Text (json and jsonb included) is hashed by its bytes, whatever
+its collation, and what a type's hash equates but the record tells apart (-0.0, trailing zeros)
+is hashed apart (``_DISTINCT``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from heap_dbt.warehouse import (
 
 
 def key_text(column: Column) -> str:
-    """The key as text, the same digits DuckDB would print for an integer key."""
-    return f"CAST({ident(column.name)} AS text)"
+    """The key as text, the same digits DuckDB would print for an integer key, compared and
+    hashed by its bytes (``COLLATE "C"``): under a nondeterministic collation (case-insensitive
+    ICU) ``Red`` and ``RED`` would be one key, where Heap tells them apart. A deterministic
+    collation hashes the bytes anyway, so keys hash as they always did."""
+    return f'CAST({ident(column.name)} AS text) COLLATE "C"'
 
 
 def _hash(text: str, seed: int = 0) -> str:
@@ -40,14 +45,27 @@ def _hash(text: str, seed: int = 0) -> str:
 # than hashing the values as one ROW with hash_record_extended (0.18 s against 0.25 s for 1M
 # rows of ten columns on two cores); anything else hashes as a one-field record.
 _VALUE_HASH = {
-    "integer": "hashint8extended(CAST({} AS bigint), {})",
-    "float": "hashfloat8extended(CAST({} AS double precision), {})",
-    "decimal": "hash_numeric_extended({}, {})",
-    "boolean": "hashint4extended(CAST({} AS integer), {})",
-    "date": "timestamp_hash_extended(CAST({} AS timestamp), {})",
-    "timestamp": "timestamp_hash_extended({}, {})",
-    "string": "hashtextextended(CAST({} AS text), {})",
-    "json": "jsonb_hash_extended(CAST({} AS jsonb), {})",
+    "integer": "hashint8extended(CAST({0} AS bigint), {1})",
+    "float": "hashfloat8extended(CAST({0} AS double precision), {1})",
+    "decimal": "hash_numeric_extended({0}, {1})",
+    "boolean": "hashint4extended(CAST({0} AS integer), {1})",
+    # A date past timestamp's range (294276 AD) cannot be cast: its text is hashed instead.
+    "date": (
+        "CASE WHEN {0} < DATE '294277-01-01' THEN timestamp_hash_extended(CAST({0} AS timestamp), {1}) "
+        "ELSE hashtextextended(CAST({0} AS text), {1}) END"
+    ),
+    "timestamp": "timestamp_hash_extended({0}, {1})",
+    "string": 'hashtextextended(CAST({0} AS text) COLLATE "C", {1})',
+    # The text as it is sent, byte for byte: jsonb would equate 1.0 with 1, and the cast to it
+    # fails on a \u0000 or a lone surrogate, which would fail the whole model.
+    "json": 'hashtextextended(CAST({0} AS text) COLLATE "C", {1})',
+}
+# What a type's hash function equates but the record tells apart, XORed in only where it
+# occurs, so that every other value hashes as before: a float's negative zero (sent as -0.0),
+# an unconstrained numeric's trailing zeros (1.0 is sent as "1.0"; hash_numeric says 1).
+_DISTINCT = {
+    "float": "CASE WHEN {0} = 0 AND CAST({0} AS text) LIKE '-%' THEN hashint8extended(-1, {1}) ELSE 0 END",
+    "NUMERIC": ("CASE WHEN scale({0}) <> min_scale({0}) THEN hashint4extended(scale({0}), {1}) ELSE 0 END"),
 }
 
 
@@ -60,8 +78,14 @@ def _row_hash(f: FilterSpec, prefix: str = "") -> str:
         name = prefix + ident(c.name)
         if c.type.kind == "list":
             hashed = f"hash_array_extended({c.export.format(name)}, {seed})"
+            if c.type.children[0][1].kind == "float":  # an element's negative zero, as a float's
+                zero = f"0 = ANY({name}) AND '-0' = ANY(CAST({name} AS text[]))"
+                hashed = f"({hashed} # CASE WHEN {zero} THEN hashint8extended(-1, {seed}) ELSE 0 END)"
         elif c.type.kind in _VALUE_HASH:
             hashed = _VALUE_HASH[c.type.kind].format(name, seed)
+            distinct = _DISTINCT.get(c.type.sql if c.type.sql == "NUMERIC" else c.type.kind)
+            if distinct is not None:
+                hashed = f"({hashed} # {distinct.format(name, seed)})"
         else:
             hashed = f"hash_record_extended(ROW({name}), {seed})"
         parts.append(f"coalesce({hashed}, {seed})")

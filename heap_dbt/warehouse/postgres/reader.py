@@ -29,6 +29,16 @@ if TYPE_CHECKING:
     from heap_dbt.profiles import Target
     from heap_dbt.sql import RecordQuery
 
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, MDY",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+}
+"""What a value's text (a key is cast to text in Postgres) depends on, set on every connection:
+a user's PGTZ, PGDATESTYLE or PGOPTIONS, or a role's or database's defaults, would otherwise
+change key text, and with it event idempotency keys and the state."""
+
 BATCH_BYTES = 1 << 20
 """ADBC's Arrow batch size hint: smaller batches keep the peak memory of a stream low at no cost in speed."""
 
@@ -159,6 +169,8 @@ class PostgresReader:
         try:
             cur = con.cursor()
             try:
+                for name, value in SESSION_SETTINGS.items():
+                    cur.execute("SELECT set_config($1, $2, false)", (name, value))
                 if self.profile.role is not None:
                     cur.execute("SELECT set_config('role', $1, false)", (self.profile.role,))
                 if self.profile.search_path is not None:

@@ -29,6 +29,18 @@ DBT_ONLY_FIELDS = (
 )  # fmt: skip
 """Fields that tune how dbt runs models, not where or as whom heap-dbt connects."""
 
+SESSION_PARAMETERS = {
+    "TIMEZONE": "UTC",
+    "DATE_OUTPUT_FORMAT": "YYYY-MM-DD",
+    "TIMESTAMP_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF3 TZHTZM",
+    "TIMESTAMP_NTZ_OUTPUT_FORMAT": "YYYY-MM-DD HH24:MI:SS.FF3",
+    "TIMESTAMP_LTZ_OUTPUT_FORMAT": "",
+    "TIMESTAMP_TZ_OUTPUT_FORMAT": "",
+    "TIME_OUTPUT_FORMAT": "HH24:MI:SS",
+}
+"""The session parameters a key's text depends on (``TO_VARCHAR`` of a date or timestamp key),
+set at login to Snowflake's documented defaults with the time zone UTC, so that an account's,
+user's or a dbt profile's settings cannot change key text, event idempotency keys or the state."""
 AUTHENTICATORS = ("snowflake", "snowflake_jwt", "externalbrowser", "username_password_mfa")
 """Besides these, an Okta URL (``https://<org>.okta.com``) is passed on as dbt-snowflake does."""
 
@@ -160,7 +172,8 @@ def connect_args(target: Target) -> dict[str, Any]:
     connect_timeout = creds.get("connect_timeout")
     if isinstance(connect_timeout, int) and not isinstance(connect_timeout, bool):
         args["login_timeout"] = connect_timeout
+    args["session_parameters"] = dict(SESSION_PARAMETERS)
     query_tag = _text(creds, "query_tag", where)
     if query_tag is not None:
-        args["session_parameters"] = {"QUERY_TAG": query_tag}
+        args["session_parameters"]["QUERY_TAG"] = query_tag
     return args

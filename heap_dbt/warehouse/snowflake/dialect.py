@@ -50,6 +50,16 @@ def _key_hashes(expr: str, k1: str, k2: str) -> str:
     return f"{_hash(expr)} AS {k1}, {_hash(f'{expr} || CHR(31)')} AS {k2}"
 
 
+def _signed_zeros(row_hash: str, columns: list[tuple[str, Column]]) -> str:
+    """``row_hash`` with a FLOAT's negative zero told apart (HASH equates -0.0 with 0.0, which the
+    record sends as ``-0.0``); XORed in only where one occurs, so other rows hash as before."""
+    for seed, (expr, c) in enumerate(columns, start=1):
+        if c.type.kind == "float":
+            zero = f"{expr} = 0 AND TO_VARCHAR({expr}) LIKE '-%'"
+            row_hash = f"BITXOR({row_hash}, CASE WHEN {zero} THEN {_hash(str(seed), lit('-0'))} ELSE 0 END)"
+    return row_hash
+
+
 class SnowflakeDialect:
     """The Dialect of a Snowflake warehouse (``heap_dbt.warehouse.Dialect``).
 
@@ -93,6 +103,7 @@ class SnowflakeDialect:
         else:
             k = f"k AS (SELECT src.*, CAST(NULL AS NUMBER(19, 0)) AS {ident(DUPS)} FROM src)"
         row_hash = _hash(lit(f.seed), *(f"k.{ident(c.name)}" for c in f.columns))
+        row_hash = _signed_zeros(row_hash, [(f"k.{ident(c.name)}", c) for c in f.columns])
         hashed = (
             f"h AS (SELECT k.*, {row_hash} AS {ident(ROW_HASH)}, "
             f"{_key_hashes('k.' + key, ident(KEY_HASH_1), ident(KEY_HASH_2))} FROM k)"
@@ -114,7 +125,9 @@ class SnowflakeDialect:
         return f"WITH src AS ({self._src(f)}),\n{k},\n{hashed},\n{cand}\nSELECT {select} FROM cand"
 
     def _probe(self, f: FilterSpec) -> str:
-        h = _hash(*(self._source(f, c) for c in f.columns))
+        h = _signed_zeros(
+            _hash(*(self._source(f, c) for c in f.columns)), [(self._source(f, c), c) for c in f.columns]
+        )
         low = f"BITAND({h}, {SLICE})"
         high = f"BITAND(BITSHIFTRIGHT({h}, 32), {SLICE})"
         return (

@@ -10,9 +10,10 @@ Snowflake edition:
 - NUMBER(p, 0) with p > 18 goes as text: its values can exceed an int64, and Snowflake then
   switches that batch's Arrow type; DuckDB reads it back as HUGEINT.
 - NUMBER(p, s > 0) goes as decimal128(p, s) (the connector's ``arrow_number_to_decimal``).
-- TIMESTAMP_NTZ/LTZ/TZ go as epoch milliseconds (UTC; NTZ wall-clock time taken as UTC, as
-  heap-dbt does everywhere): Heap keeps milliseconds, and fakesnow's server mode turns a NULL
-  timestamp in Arrow into 1970-01-01, which a number does not suffer.
+- TIMESTAMP_NTZ/LTZ/TZ go as epoch microseconds (UTC; NTZ wall-clock time taken as UTC, as
+  heap-dbt does everywhere): fakesnow's server mode turns a NULL timestamp in Arrow into
+  1970-01-01, which a number does not suffer. Not milliseconds: those are rounded (fakesnow) or
+  cut towards 1970, where every other timestamp is cut to its millisecond in the record SQL.
 - VARIANT, OBJECT and ARRAY arrive as JSON text. ARRAY becomes a list (joined with ``||``);
   VARIANT and OBJECT become kind "json": an object gives dotted property names, as a struct
   does, and a JSON scalar is its value.
@@ -109,8 +110,8 @@ def column(source: str, type_name: str, precision: int | None, scale: int | None
         return make("DATE", ColumnType("date", "DATE"))
     if kind in ("TIMESTAMP_NTZ", "TIMESTAMP_LTZ", "TIMESTAMP_TZ", "TIMESTAMP"):
         return make(
-            kind, ColumnType("timestamp", "TIMESTAMP"), "DATE_PART(EPOCH_MILLISECOND, {})",
-            "epoch_ms(CAST({} AS BIGINT))",
+            kind, ColumnType("timestamp", "TIMESTAMP"), "DATE_PART(EPOCH_MICROSECOND, {})",
+            "make_timestamp(CAST({} AS BIGINT))",
         )  # fmt: skip
     if kind == "TIME":
         return make("TIME", ColumnType("other", "TIME"))
