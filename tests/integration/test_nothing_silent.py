@@ -111,7 +111,7 @@ def test_ls_shows_each_event_sync_s_event_name_and_timestamp_column(project: Pat
 
     assert proc.returncode == 0, proc.stderr
     (line,) = [row for row in proc.stdout.splitlines() if row.startswith("heap_purchases")]
-    assert line.split()[2:5] == ["key=purchase_id", "event=Purchase", "timestamp=purchased_at"]
+    assert line.split()[3:6] == ["key=purchase_id", "event=Purchase", "timestamp=purchased_at"]
 
 
 def test_a_selection_typo_against_dbt_cloud_artifacts_is_a_usage_error(

@@ -30,7 +30,6 @@ NO_MAP = {
     "postgres": "Postgres has no map type",
     "snowflake": "heap-dbt refuses Snowflake's structured MAP (cast it in the model), so no map is flattened",
 }
-DUCKDB_JSON = "DuckDB's JSON type is read as text, not flattened, so its keys make no property names"
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,15 @@ CASES = [
                 "from both column 'payload' (JSON, flattened) and column 'payload.extra' (JSON, "
                 "flattened)" + RENAME,
             )
-            for wh, js in (("postgres", pg_json), ("snowflake", sf_json))
+            for wh, js in (("duckdb", pg_json), ("postgres", pg_json), ("snowflake", sf_json))
         },
-        cannot={"duckdb": DUCKDB_JSON},
     ),
     Case(
         "json-leaves-meet",
         USER,
         {
-            "postgres": Outcome(
+            # DuckDB's JSON, like Postgres' json, keeps a repeated key as written (jsonb keeps the last).
+            wh: Outcome(
                 f"SELECT 'u1' AS id, {pg_json(DOTTED)} AS payload\n"
                 f"UNION ALL SELECT 'u2', {pg_json(REPEATED)}\n"
                 f"UNION ALL SELECT 'u3', {pg_json(NESTED)}\n",
@@ -166,11 +165,13 @@ CASES = [
                 rejected={
                     "u1": """property "payload.a.b" comes twice from column 'payload' (JSON, flattened), """
                     """at $."a.b" and $.a.b""",
-                    # Postgres' json keeps a repeated key as written (jsonb keeps the last).
                     "u2": """property "payload.a" comes twice from column 'payload' (JSON, flattened), """
                     "at $.a and $.a",
                 },
-            ),
+            )
+            for wh in ("duckdb", "postgres")
+        }
+        | {
             "snowflake": Outcome(
                 # Snowflake's PARSE_JSON refuses a repeated key, so only the dotted key stands in.
                 f"SELECT 'u1' AS id, {sf_json(DOTTED)} AS payload\n"
@@ -182,7 +183,6 @@ CASES = [
                 },
             ),
         },
-        cannot={"duckdb": DUCKDB_JSON},
     ),
     Case(
         "names-differ-in-case",
