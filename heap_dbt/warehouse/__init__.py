@@ -6,7 +6,7 @@ describes relations, runs its ``Dialect``'s statements (row hashes, the diff aga
 state, duplicate keys, the fingerprint) in the warehouse, and streams the raw columns of the
 rows to send as Arrow; an in-process DuckDB then builds the Heap records from them with the
 one record SQL in ``heap_dbt.sql``. Each engine also opens its ``StateStore``
-(``heap_dbt.state``). README.md in this directory describes how to add an engine.
+(``heap_dbt.state``). docs/adding-a-warehouse.md describes how to add an engine.
 """
 
 from __future__ import annotations
