@@ -76,7 +76,7 @@ class AiohttpTransport:
                 text = await resp.text(errors="replace")
                 return HeapResponse(resp.status, text, resp.headers.get("Retry-After"))
         except TimeoutError as exc:
-            raise RetriableAPIError(f"no answer from Heap within {self._timeout:g} s") from exc
+            raise RetriableAPIError(f"no answer from {self._base_url} within {self._timeout:g} s") from exc
         except aiohttp.ClientConnectorCertificateError as exc:
             raise FatalAPIError(
                 f"the TLS certificate of {self._base_url} could not be verified ({exc.certificate_error}); "
@@ -86,7 +86,9 @@ class AiohttpTransport:
             # aiohttp's own text names its connection key (``host:port ssl:default``), not the URL.
             raise RetriableAPIError(f"cannot connect to {self._base_url}: {_why(exc.os_error)}") from exc
         except aiohttp.ClientError as exc:
-            raise RetriableAPIError(f"connection error: {type(exc).__name__}: {exc}") from exc
+            raise RetriableAPIError(
+                f"connection to {self._base_url} failed: {type(exc).__name__}: {exc}".removesuffix(": ")
+            ) from exc
 
 
 def _why(error: OSError) -> str:

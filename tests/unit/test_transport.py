@@ -106,14 +106,16 @@ async def test_aiohttp_timeout_is_retried() -> None:
 @pytest.mark.parametrize(
     ("exception", "message"),
     [
-        pytest.param(TimeoutError(), "no answer from Heap within 5 s", id="timeout"),
+        pytest.param(TimeoutError(), f"no answer from {BASE_URL} within 5 s", id="timeout"),
         pytest.param(
             aiohttp.ClientConnectionError("refused"),
-            "connection error: ClientConnectionError: refused",
+            f"connection to {BASE_URL} failed: ClientConnectionError: refused",
             id="connection",
         ),
         pytest.param(
-            aiohttp.ServerDisconnectedError(), "connection error: ServerDisconnectedError", id="disconnected"
+            aiohttp.ServerDisconnectedError(),
+            f"connection to {BASE_URL} failed: ServerDisconnectedError",
+            id="disconnected",
         ),
     ],
 )
@@ -146,7 +148,7 @@ async def test_aiohttp_connection_errors_until_give_up() -> None:
             delivery = await send(http, chunk(2), max_attempts=3)
     assert counts(delivery) == (0, 0, 2)
     assert delivery.failed[0].reason == (
-        "connection error: ClientConnectionError: refused (gave up after 3 attempts)"
+        f"connection to {BASE_URL} failed: ClientConnectionError: refused (gave up after 3 attempts)"
     )
 
 
