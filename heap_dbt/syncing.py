@@ -151,7 +151,7 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
                 batch.select([sql.K1, sql.K2, sql.HASH]),
             )
             new = batch.column(sql.NEW)
-            nulls = batch.column(sql.NULLS)
+            nulls = batch.column(sql.NULLS) if query.counts_nulls else None
             run.known_streamed += n - new.true_count
             if run.hash_sum is not None:
                 run.hash_sum += hash_sum(batch.column(sql.HASH))
@@ -167,7 +167,7 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
                 good = pc.invert(bad)
                 rows = rows.filter(good)
                 new = new.filter(good)
-                nulls = nulls.filter(good)
+                nulls = nulls.filter(good) if nulls is not None else None
             fresh = new.true_count
             result.new += fresh
             result.changed += len(rows) - fresh
@@ -175,7 +175,7 @@ async def _stream(ctx: SyncContext, run: SyncRun, query: sql.RecordQuery) -> int
                 import pyarrow.compute as pc
 
                 result.truncated += int(pc.sum(batch.column(sql.TRUNCATED)).as_py() or 0)
-            if query.counts_nulls:
+            if nulls is not None:
                 import pyarrow.compute as pc
 
                 result.nulls_kept += int(pc.sum(nulls).as_py() or 0)

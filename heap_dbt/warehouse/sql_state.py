@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
 import datetime as dt
 import threading
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -359,17 +360,17 @@ class SQLState(DeliveryLogMixin, abc.ABC):
             return None
         where = f"{ident('name_id')} = {self._mark(1)}"
         rows = self._run(f"SELECT {_NAME_COLUMNS} FROM {self.table(NAMES_TABLE)} WHERE {where}", (name_id,))
-        return SyncName(*(str(v) for v in rows[0][:7])) if rows else None
+        return _sync_name(rows[0]) if rows else None
 
     def sync_names(self) -> list[SyncName]:
         if not (self.exists and self._names_exist):
             return []
         rows = self._run(f"SELECT {_NAME_COLUMNS} FROM {self.table(NAMES_TABLE)} ORDER BY {ident('name')}")
-        return [SyncName(*(str(v) for v in r[:7])) for r in rows]
+        return [_sync_name(r) for r in rows]
 
     def record_sync_name(self, record: SyncName) -> None:
         table = self.table(NAMES_TABLE)
-        values = (*(getattr(record, c) for c in list(_NAME_KINDS)[:7]), now())
+        values = (*dataclasses.astuple(record), now())  # SyncName's fields are _NAME_KINDS' first
         with self._lock:
             if not self._names_exist:
                 cols = ", ".join(f"{ident(c)} {t}" for c, t in self._typed(_NAME_KINDS).items())
@@ -408,6 +409,11 @@ class SQLState(DeliveryLogMixin, abc.ABC):
 def now() -> dt.datetime:
     """The time as the state stores it: naive UTC."""
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _sync_name(row: Sequence[Any]) -> SyncName:
+    """A row of ``SELECT {_NAME_COLUMNS}`` as the SyncName it records (``updated_at`` aside)."""
+    return SyncName(*(str(v) for v in row[: len(dataclasses.fields(SyncName))]))
 
 
 def _safe(sync_id: str) -> str:

@@ -13,6 +13,7 @@ from heap_dbt import identity
 from heap_dbt.config import SyncSpec, parse_specs
 from heap_dbt.manifest import ModelNode
 from heap_dbt.warehouse.duckdb.state import DuckDBState
+from tests.unit.test_state import open_state
 
 APP = "111"
 EVENTS = {"object": "event", "key": "id", "identity": "who", "event_name": "Ping"}
@@ -33,9 +34,7 @@ def spec(block: dict[str, Any], *, name: str = "fct_pings", heap: Any = None) ->
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[DuckDBState]:
     con = duckdb.connect(str(tmp_path / "wh.duckdb"))
-    store = DuckDBState(con, catalog="wh", schema="heap_dbt", writable=True)
-    store.open()
-    yield store
+    yield open_state(con)
     con.close()
 
 
